@@ -1,0 +1,26 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+# torch/torchvision are pinned to the releases on this project's machines' disk (plain pip finds them there).
+TORCH_PIN = torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test clean
+
+$(BIN)/dipkit: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_PIN)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(BIN)/dipkit
+
+install: $(BIN)/dipkit
+
+demo: install
+	$(BIN)/dipkit demo
+
+test: install
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

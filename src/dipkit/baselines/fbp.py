@@ -1,0 +1,34 @@
+"""Filtered back-projection baseline (CT only)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import DipkitError
+from ..physics.ct import FanBeamCT, ParallelBeamCT
+
+__all__ = ["fbp"]
+
+
+@torch.no_grad()
+def fbp(physics, y: torch.Tensor) -> torch.Tensor:
+    """Filtered back-projection of the sinogram ``y`` ``[B, C, n_det, views]`` -> ``[B, C, N, N]``.
+
+    Calls the operator's ``A_dagger``, which for dipkit's CT operators
+    (:func:`dipkit.physics.ct.parallel_beam`, :func:`dipkit.physics.ct.fan_beam`) is a real
+    parallel- or fan-beam FBP. Raises :class:`~dipkit.errors.DipkitError` for any other operator
+    (including a bare ``deepinv.physics.Tomography``, whose ``A_dagger`` is a least-squares solve
+    and whose fan-beam ``fbp`` is not a proper fan-beam FBP).
+    """
+    if not isinstance(physics, (ParallelBeamCT, FanBeamCT)):
+        raise DipkitError(
+            f"FBP needs a CT operator (dipkit.physics.ct parallel_beam / fan_beam), "
+            f"got {type(physics).__name__}"
+        )
+    expected = tuple(physics.measurement_shape)
+    if tuple(y.shape[-2:]) != expected:
+        raise DipkitError(
+            f"sinogram of shape {tuple(y.shape)} does not match the CT operator "
+            f"(expected [..., {expected[0]}, {expected[1]}] = [..., detector cells, views])"
+        )
+    return physics.A_dagger(y)

@@ -1,0 +1,248 @@
+"""The ``dipkit`` command line: simulate | reconstruct | methods | demo.
+
+Bad input never shows a traceback: it prints one line ``dipkit: error: …`` on stderr and exits
+with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import DipkitError
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and raise DipkitError (exit 2)."""
+
+    def error(self, message):  # noqa: D401
+        raise DipkitError(f"{self.prog}: {message}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {text}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .tasks import TASKS
+
+    p = _Parser(prog="dipkit", description="Deep Image Prior reconstructions from a single measurement.")
+    p.add_argument("--version", action="version", version=f"dipkit {__version__}")
+    sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+
+    s = sub.add_parser("simulate", help="simulate a problem (measurement + operator) from an image",
+                       description="Simulate y = A x + noise from an image and save it as a problem file.")
+    s.add_argument("--task", required=True, choices=list(TASKS), help="; ".join(
+        f"{t.name}: {t.description}" for t in TASKS.values()))
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", help="image file: PNG/JPEG/TIFF, NPY, or DICOM (windowed HU, see docs)")
+    src.add_argument("--sample", help="a bundled sample by name (see 'dipkit samples')")
+    s.add_argument("--size", type=_positive_int, default=128, help="resize to N×N with anti-aliasing (default 128)")
+    s.add_argument("--views", type=_positive_int, default=60, help="number of projection angles (default 60)")
+    s.add_argument("--noise-level", type=_nonneg_float, default=0.02,
+                   help="relative Gaussian noise: σ = level × mean|A x| (default 0.02)")
+    s.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    s.add_argument("--out", required=True, help="problem file to write (.npz)")
+
+    r = sub.add_parser("reconstruct", help="reconstruct a problem with a method",
+                       description="Reconstruct a problem file with one method and write a run directory.")
+    r.add_argument("problem", help="problem file written by 'dipkit simulate'")
+    r.add_argument("--method", help="method name (see 'dipkit methods'; default dip)")
+    r.add_argument("--iterations", type=_positive_int, help="gradient steps (default 3000)")
+    r.add_argument("--seed", type=int, help="seed of network init, input and per-step noise (default 0)")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto uses a GPU when there is one (default)")
+    r.add_argument("--early-stop", metavar="RULE",
+                   help="stopping rule: 'wmv' (stop) or 'wmv:record' (only record the selection); 'none'")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting: method hyper-parameters (lr=1e-4, alpha=…), net.NAME, "
+                        "input.kind/channels/std/perturb, early_stop.window/patience/delta, log_every, precision")
+    r.add_argument("--config", help="YAML config (e.g. a run's config.yaml); --set and flags override it")
+    r.add_argument("--out", required=True, help="run directory to write")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sub.add_parser("methods", help="list the methods with a one-line description and reference")
+    sub.add_parser("samples", help="list the bundled sample images")
+    sub.add_parser("nets", help="list the network presets")
+
+    d = sub.add_parser("demo", help="the main job on a bundled sample (a few minutes on a CPU)",
+                       description="Simulate CT from a real CT slice (30 views, 2%% noise, 128²) and reconstruct "
+                                   "it with fbp, tv and dip with early stopping; writes run dirs and a summary.")
+    d.add_argument("--out", default="dipkit-demo", help="output directory (default ./dipkit-demo)")
+    d.add_argument("--iterations", type=_positive_int, default=2000, help="DIP steps (default 2000)")
+    d.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    d.add_argument("--quiet", action="store_true")
+    return p
+
+
+# ---------------------------------------------------------------------- verbs
+def _simulate(args) -> int:
+    from .io import load_image_source
+    from .tasks import get_task
+
+    task = get_task(args.task)
+    image, info = load_image_source(args.image, args.sample, size=args.size, channels=task.channels)
+    problem = task.simulate(image, views=args.views, noise_level=args.noise_level, seed=args.seed)
+    problem.meta["source"] = info
+    out = problem.save(args.out)
+    print(f"wrote {out}  ({args.task}, image {image.shape[1]}×{image.shape[2]}, views {args.views}, "
+          f"noise σ = {problem.meta['noise_sigma']:.4g})")
+    return 0
+
+
+def _build_config(args):
+    from .config import RunConfig, load_config, parse_overrides
+
+    cfg = RunConfig()
+    if args.config:
+        cfg.update(load_config(args.config), source=str(args.config))
+    for flag, key in (("method", "method"), ("iterations", "iterations"), ("seed", "seed"), ("device", "device")):
+        v = getattr(args, flag)
+        if v is not None:
+            cfg.set(key, v)
+    if args.early_stop is not None:
+        cfg.early_stop.rule = None if args.early_stop in ("none", "off", "") else args.early_stop
+    for key, value in parse_overrides(args.set):
+        cfg.set(key, value)
+    cfg.validate()
+    from .methods import make_method
+    from .nets import build_net  # noqa: F401  (validate net options early)
+
+    make_method(cfg.method, **cfg.params)
+    return cfg
+
+
+def _summary(res) -> str:
+    parts = [f"{res['method']}:"]
+    if res.get("psnr") is not None:
+        parts.append(f"PSNR {res['psnr']:.2f} dB, SSIM {res['ssim']:.3f}")
+    if res.get("peak", {}).get("psnr") is not None and res.get("iterations"):
+        parts.append(f"(peak {res['peak']['psnr']:.2f} dB @ {res['peak']['iteration']})")
+    es = res.get("early_stop")
+    if es and es.get("iteration") is not None:
+        parts.append(f"early stop @ {es['iteration']}")
+    if res.get("iterations_per_s"):
+        parts.append(f"{res['iterations']} it, {res['iterations_per_s']:.1f} it/s")
+    return " ".join(parts)
+
+
+def _reconstruct(args) -> int:
+    from .problem import Problem
+    from .runner import reconstruct
+
+    cfg = _build_config(args)
+    problem = Problem.load(args.problem)
+    res = reconstruct(problem, cfg, args.out, quiet=args.quiet)
+    print(_summary(res))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _methods(args) -> int:
+    from .methods import METHODS
+
+    width = max(len(n) for n in METHODS)
+    for name, cls in METHODS.items():
+        print(f"{name:<{width}}  {cls.description}")
+        print(f"{'':<{width}}  ref: {cls.reference}" + (f" ({cls.algorithm})" if cls.algorithm else ""))
+    return 0
+
+
+def _samples(args) -> int:
+    from .io import list_samples
+
+    for name, desc in list_samples().items():
+        print(f"{name:<14} {desc}")
+    return 0
+
+
+def _nets(args) -> int:
+    from .nets import list_nets
+
+    for name, desc in list_nets().items():
+        print(f"{name:<12} {desc}")
+    return 0
+
+
+def _demo(args) -> int:
+    from .config import RunConfig
+    from .io import load_image_source, save_text
+    from .runner import reconstruct
+    from .tasks import get_task
+
+    out = Path(args.out)
+    image, info = load_image_source(None, "ct", size=128, channels="gray")
+    problem = get_task("ct").simulate(image, views=30, noise_level=0.02, seed=0)
+    problem.meta["source"] = info
+    out.mkdir(parents=True, exist_ok=True)
+    problem.save(out / "problem.npz")
+    print(f"demo: real CT slice (pydicom CT_small), 128², 30 parallel views, 2% noise → {out / 'problem.npz'}")
+    runs = [
+        ("fbp", {}),
+        ("tv", {}),
+        ("dip", {"iterations": args.iterations, "early_stop": {"rule": "wmv:record", "patience": 500}}),
+    ]
+    lines = ["| method | PSNR [dB] | SSIM | peak PSNR (iter) | early stop (iter) | it/s |", "|---|---|---|---|---|---|"]
+    for name, extra in runs:
+        cfg = RunConfig.from_dict({"method": name, "device": args.device, **extra})
+        res = reconstruct(problem, cfg, out / name, quiet=args.quiet)
+        print(_summary(res))
+        pk = res["peak"]
+        es = res["early_stop"] or {}
+        lines.append(f"| {name} | {res['psnr']:.2f} | {res['ssim']:.3f} | "
+                     + (f"{pk['psnr']:.2f} ({pk['iteration']})" if res["iterations"] else "–") + " | "
+                     + (f"{es['psnr']:.2f} ({es['iteration']})" if es.get("iteration") is not None else "–")
+                     + " | " + (f"{res['iterations_per_s']:.1f}" if res["iterations_per_s"] else "–") + " |")
+    save_text(out / "summary.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {out}/ (problem.npz, fbp/, tv/, dip/, summary.md)")
+    return 0
+
+
+VERBS = {"simulate": _simulate, "reconstruct": _reconstruct, "methods": _methods, "samples": _samples,
+         "nets": _nets, "demo": _demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not args.verb:
+            parser.print_help()
+            return 2
+        return VERBS[args.verb](args)
+    except DipkitError as exc:
+        msg = " ".join(str(exc).split())
+        print(f"dipkit: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dipkit: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"dipkit: error: {exc.strerror or exc}"
+              + (f": {exc.filename}" if getattr(exc, "filename", None) else ""), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""Run configuration: typed, validated, YAML + ``key=value`` overrides; unknown keys raise.
+
+A run is described by :class:`RunConfig`; ``config.yaml`` in every run directory is its
+:meth:`RunConfig.to_dict`, and ``dipkit reconstruct PROBLEM --config run/config.yaml`` reruns it.
+
+Override keys (``--set key=value``, values parsed as YAML scalars):
+
+* top-level settings: ``method``, ``iterations``, ``seed``, ``device``, ``precision``,
+  ``log_every``, ``fov_mask``;
+* ``net.name`` and ``net.<option>`` (network options, see ``dipkit nets``);
+* ``input.kind``, ``input.channels``, ``input.std``, ``input.perturb``;
+* ``early_stop.rule``, ``early_stop.window``, ``early_stop.patience``, ``early_stop.delta``
+  (``es.`` is accepted as a short prefix);
+* anything else is a hyper-parameter of the method (e.g. ``lr``, ``alpha``, ``ema``), checked
+  against the method's signature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import DipkitError
+
+__all__ = ["RunConfig", "NetConfig", "InputConfig", "EarlyStopConfig", "parse_overrides", "load_config"]
+
+
+@dataclass
+class NetConfig:
+    name: str = "unet"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class InputConfig:
+    kind: str = "noise"
+    channels: int | None = None
+    std: float = 0.1
+    perturb: float = 0.0
+
+
+@dataclass
+class EarlyStopConfig:
+    rule: str | None = None  # "wmv" or "wmv:record"
+    window: int = 100
+    patience: int = 1000
+    delta: float = 0.99
+
+
+@dataclass
+class RunConfig:
+    method: str = "dip"
+    iterations: int | None = None  # None: the method's default (dip: 3000, tv: 500)
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"  # or "bf16" (autocast of the network)
+    log_every: int = 10
+    fov_mask: bool = False
+    params: dict = field(default_factory=dict)
+    net: NetConfig = field(default_factory=NetConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str = "config") -> "RunConfig":
+        cfg = cls()
+        cfg.update(data, source=source)
+        return cfg
+
+    def update(self, data: dict, *, source: str = "config") -> None:
+        if not isinstance(data, dict):
+            raise DipkitError(f"{source}: expected a mapping at the top level")
+        for key, value in data.items():
+            if key in ("net", "input", "early_stop") and isinstance(value, dict):
+                for k, v in value.items():
+                    self.set(f"{key}.{k}", v, source=source)
+            elif key == "params":
+                if value is None:
+                    continue
+                if not isinstance(value, dict):
+                    raise DipkitError(f"{source}: 'params' must be a mapping")
+                self.params.update(value)
+            else:
+                self.set(key, value, source=source)
+
+    def set(self, key: str, value: Any, *, source: str = "--set") -> None:
+        if isinstance(value, str):
+            value = _parse_scalar(value)  # YAML files write 1e-4 as a string
+        section, _, sub = key.partition(".")
+        if section == "es":
+            section = "early_stop"
+        if sub:
+            if section == "net":
+                if sub == "name":
+                    self.net.name = str(value)
+                elif sub == "options" and isinstance(value, dict):
+                    self.net.options.update(value)
+                else:
+                    self.net.options[sub] = value
+                return
+            if section in ("input", "early_stop"):
+                obj = getattr(self, section)
+                names = {f.name for f in fields(obj)}
+                if sub not in names:
+                    raise DipkitError(f"{source}: unknown key {key!r} (known: "
+                                      f"{', '.join(f'{section}.{n}' for n in sorted(names))})")
+                setattr(obj, sub, _coerce(key, value, getattr(type(obj)(), sub)))
+                return
+            if section == "params":
+                self.params[sub] = value
+                return
+            raise DipkitError(f"{source}: unknown key {key!r}")
+        top = {f.name for f in fields(self)} - {"params", "net", "input", "early_stop"}
+        if key in top:
+            default = 0 if key == "iterations" else getattr(RunConfig(), key)
+            setattr(self, key, _coerce(key, value, default))
+        elif key == "early_stop":
+            self.early_stop.rule = None if value in (None, "none", "off", False) else str(value)
+        else:
+            # a method hyper-parameter; validated against the method when it is built
+            self.params[key] = value
+
+    def validate(self) -> None:
+        """Check values; method parameters are checked when the method is built."""
+        from .methods import get_method
+
+        get_method(self.method)
+        if self.iterations is not None and int(self.iterations) <= 0:
+            raise DipkitError(f"iterations must be positive, got {self.iterations}")
+        if int(self.log_every) <= 0:
+            raise DipkitError(f"log_every must be positive, got {self.log_every}")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise DipkitError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise DipkitError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.input.std < 0 or self.input.perturb < 0:
+            raise DipkitError("input.std and input.perturb must be ≥ 0")
+        es = self.early_stop
+        if es.rule is not None:
+            from .stopping import parse_rule
+
+            parse_rule(es.rule)
+            if int(es.window) < 1 or int(es.patience) < 0 or not float(es.delta) > 0:
+                raise DipkitError("early_stop needs window ≥ 1, patience ≥ 0, delta > 0")
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() in ("true", "yes", "1", "on"):
+                    return True
+                if value.lower() in ("false", "no", "0", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        return value
+    except (TypeError, ValueError):
+        raise DipkitError(f"bad value for {key!r}: {value!r}") from None
+
+
+def parse_overrides(items: list[str] | None) -> list[tuple[str, Any]]:
+    """``["a=1", "net.channels=32"]`` → ``[("a", 1), ("net.channels", 32)]`` (YAML scalars)."""
+    out = []
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise DipkitError(f"--set expects key=value, got {item!r}")
+        value = _parse_scalar(raw)
+        out.append((key, value))
+    return out
+
+
+def _parse_scalar(raw: str) -> Any:
+    """int, then float (so ``1e-3`` is a number, unlike YAML 1.1), then a YAML value, else the string."""
+    text = raw.strip()
+    if not text:
+        return None
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return raw
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DipkitError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise DipkitError(f"cannot read config {path}: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DipkitError(f"config {path}: expected a mapping at the top level")
+    return data

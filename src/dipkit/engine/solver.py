@@ -1,0 +1,70 @@
+"""The one optimisation loop of dipkit.
+
+Every method — vanilla DIP, its regularised, splitting, self-guided and Bayesian variants — runs
+through :func:`run`. A method says what its Algorithm box says through hooks
+(:class:`dipkit.methods.base.Method`); callbacks observe and may stop the run. The loop makes no
+host–device synchronisation: loss terms stay on the device; observers read them every ``k`` steps.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .callbacks import Callback, CallbackList
+from .state import State
+
+__all__ = ["run"]
+
+
+def run(method, state: State, callbacks=()) -> State:
+    """Run ``method`` from ``state`` until ``state.max_steps`` or a stop request.
+
+    Per step::
+
+        x      = method.forward(state)            # f_θ(z), or a mean over perturbed inputs
+        terms  = method.loss(state, x)            # {name: per-sample loss [B]}
+        backward(Σ terms); method.before_update; optimizer.step(); method.after_update
+        state.x, state.terms, state.loss ← detached copies; state.step += 1
+        method.output.update(state, method.iterate(state))   # last iterate / EMA / z
+        callbacks.on_step_end(state)
+        every method.inner_steps steps: method.outer_update(state); callbacks.on_outer_end(state)
+
+    The loop can resume a state loaded from :meth:`State.load_state_dict` (``state.step > 0``):
+    ``method.setup`` is then told not to re-initialise auxiliary variables.
+    """
+    cbs = callbacks if isinstance(callbacks, Callback) else CallbackList(callbacks)
+    resuming = state.step > 0
+    method.setup(state, resuming=resuming)
+    if state.optimizer is None:
+        groups = method.param_groups(state)
+        state.optimizer = method.make_optimizer(groups) if groups else None
+    cbs.on_start(state)
+    opt = state.optimizer
+    while state.step < state.max_steps and not state.stop:
+        if opt is not None:
+            opt.zero_grad(set_to_none=True)
+            x = method.forward(state)
+            terms = method.loss(state, x)
+        else:
+            with torch.no_grad():
+                x = method.forward(state)
+                terms = method.loss(state, x)
+        loss = sum(terms.values())
+        if opt is not None:
+            loss.sum().backward()
+            method.before_update(state)
+            opt.step()
+            method.after_update(state)
+        state.step += 1
+        state.x = x.detach()
+        state.terms = {k: v.detach() for k, v in terms.items()}
+        state.loss = loss.detach()
+        method.output.update(state, method.iterate(state))
+        cbs.on_step_end(state)
+        if method.inner_steps > 0 and state.step % method.inner_steps == 0:
+            with torch.no_grad():
+                method.outer_update(state)
+            state.outer_step += 1
+            cbs.on_outer_end(state)
+    cbs.on_end(state)
+    return state

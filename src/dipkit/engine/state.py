@@ -1,0 +1,99 @@
+"""The state of one run of the engine.
+
+Everything a method or a callback reads or changes lives here, so a run can be inspected,
+checkpointed (:meth:`State.state_dict`) and resumed. Tensors keep a leading batch dimension ``B``
+(independent reconstructions); loss terms are per-sample tensors of shape ``[B]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["State"]
+
+
+@dataclass
+class State:
+    """Mutable state of a run.
+
+    :ivar physics: the forward operator ``A``.
+    :ivar y: the measurement ``[B, ...]``.
+    :ivar net: the network ``f_θ`` (``None`` for network-free methods).
+    :ivar z: the network input ``[B, C_z, H, W]`` (a leaf tensor; methods that update ``z`` make
+        it require grad, e.g. Self-Guided DIP, or replace it, e.g. aSeqDIP).
+    :ivar aux: auxiliary variables of splitting methods (``u``, ``w`` ...), by the papers' names.
+    :ivar x: the last network output ``f_θ(z)`` (detached).
+    :ivar estimate: the method's current reconstruction (last iterate, EMA, ``z`` ...).
+    :ivar loss: per-sample total loss ``[B]`` of the last step (detached).
+    :ivar terms: per-sample loss terms ``{name: [B]}`` of the last step (detached).
+    :ivar step: gradient steps taken so far (the only step counter).
+    :ivar outer_step: outer updates done so far.
+    :ivar max_steps: the step budget.
+    :ivar stop: set by a callback to end the run; ``stop_reason`` says why.
+    :ivar z_perturb: std ``σ_p`` of fresh noise added to ``z`` every step (0: none).
+    :ivar autocast_dtype: e.g. ``torch.bfloat16`` to run the network under autocast (an engine
+        setting, not method code); ``None`` for full precision.
+    :ivar generator: the run's seeded generator for per-step randomness (input perturbation,
+        Langevin noise); on the run's device.
+    """
+
+    physics: Any
+    y: torch.Tensor
+    max_steps: int
+    generator: torch.Generator
+    net: torch.nn.Module | None = None
+    z: torch.Tensor | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)
+    x: torch.Tensor | None = None
+    estimate: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    step: int = 0
+    outer_step: int = 0
+    stop: bool = False
+    stop_reason: str | None = None
+    z_perturb: float = 0.0
+    autocast_dtype: torch.dtype | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.y.device
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the engine to stop after the current step."""
+        if not self.stop:
+            self.stop, self.stop_reason = True, reason
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume: network, optimiser, z, aux, estimate, counters, RNG."""
+        return {
+            "net": None if self.net is None else self.net.state_dict(),
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+            "z": self.z,
+            "aux": dict(self.aux),
+            "x": self.x,
+            "estimate": self.estimate,
+            "step": self.step,
+            "outer_step": self.outer_step,
+            "stop": self.stop,
+            "stop_reason": self.stop_reason,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, sd: dict) -> None:
+        if self.net is not None and sd.get("net") is not None:
+            self.net.load_state_dict(sd["net"])
+        if self.optimizer is not None and sd.get("optimizer") is not None:
+            self.optimizer.load_state_dict(sd["optimizer"])
+        if sd.get("z") is not None and self.z is not None:
+            with torch.no_grad():
+                self.z.copy_(sd["z"])
+        self.aux = dict(sd.get("aux", {}))
+        self.x, self.estimate = sd.get("x"), sd.get("estimate")
+        self.step, self.outer_step = int(sd["step"]), int(sd["outer_step"])
+        self.stop, self.stop_reason = bool(sd["stop"]), sd.get("stop_reason")
+        self.generator.set_state(sd["generator"])

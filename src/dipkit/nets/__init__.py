@@ -1,0 +1,105 @@
+"""Networks for Deep Image Prior: the CT-handbook U-Net, the original DIP skip net, and presets.
+
+>>> from dipkit.nets import build_net, list_nets, count_parameters
+>>> net = build_net("unet", in_channels=1, out_channels=1)            # CPU default
+>>> net = build_net("unet-paper", 1, 1, skip_levels=(0, 1, 2))        # override a preset
+>>> sorted(list_nets())
+['skip', 'skip-small', 'unet', 'unet-paper']
+
+All networks take ``(B, C_in, H, W)`` with any ``H, W >= 1`` and return
+``(B, C_out, H, W)``; the B samples are processed independently.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.nn as nn
+
+from dipkit.errors import DipkitError
+from dipkit.nets.skipnet import SkipNet
+from dipkit.nets.unet import UNet
+
+__all__ = [
+    "NETS",
+    "NetPreset",
+    "SkipNet",
+    "UNet",
+    "build_net",
+    "count_parameters",
+    "list_nets",
+]
+
+
+@dataclass(frozen=True)
+class NetPreset:
+    """A named network configuration: a class and its keyword arguments."""
+
+    cls: type[nn.Module]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def valid_keys(self) -> list[str]:
+        """Keyword arguments that ``build_net`` accepts as overrides for this preset."""
+        params = inspect.signature(self.cls.__init__).parameters
+        return [k for k in params if k not in ("self", "in_channels", "out_channels")]
+
+
+NETS: dict[str, NetPreset] = {
+    "unet": NetPreset(
+        UNet,
+        dict(channels=[16, 16, 32, 32, 64], skip_levels=(0, 1), skip_channels=4),
+        "CPU default: handbook U-Net family, 5 scales x [16,16,32,32,64] channels, "
+        "4-channel skips at the two lowest-resolution levels",
+    ),
+    "unet-paper": NetPreset(
+        UNet,
+        dict(channels=128, skip_levels=(0, 1), skip_channels=4),
+        "DIP-for-CT handbook / Educated DIP U-Net: 6 scales x 128 channels, 4-channel skips "
+        "at the two lowest-resolution levels (~3.0M parameters)",
+    ),
+    "skip": NetPreset(
+        SkipNet,
+        dict(num_channels_down=128, num_channels_skip=4),
+        "Ulyanov et al. 2018 DIP skip net: 5 levels x 128 channels, 4-channel skips, "
+        "reflection padding, LeakyReLU",
+    ),
+    "skip-small": NetPreset(
+        SkipNet,
+        dict(num_channels_down=[16, 32, 64, 128, 128], num_channels_skip=4),
+        "cheaper DIP skip net for CPUs: 5 levels x [16,32,64,128,128] channels "
+        "(the defaults of skip() in the DIP repository), 4-channel skips",
+    ),
+}
+
+
+def list_nets() -> dict[str, str]:
+    """``{preset name: one-line description}``."""
+    return {name: preset.description for name, preset in NETS.items()}
+
+
+def build_net(name: str, in_channels: int, out_channels: int, **overrides: Any) -> nn.Module:
+    """Build the preset ``name`` for ``in_channels -> out_channels``, with keyword overrides.
+
+    Raises :class:`~dipkit.errors.DipkitError` for an unknown name or keyword (the message
+    lists the valid ones) and for invalid argument values.
+    """
+    preset = NETS.get(name)
+    if preset is None:
+        raise DipkitError(f"unknown network {name!r}; valid names: {', '.join(NETS)}")
+    valid = preset.valid_keys()
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise DipkitError(
+            f"unknown option(s) {', '.join(unknown)} for network {name!r}; "
+            f"valid: {', '.join(valid)}"
+        )
+    kwargs = {**preset.kwargs, **overrides}
+    return preset.cls(in_channels, out_channels, **kwargs)
+
+
+def count_parameters(net: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameter entries of ``net`` (only those with ``requires_grad`` if asked)."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad or not trainable_only)

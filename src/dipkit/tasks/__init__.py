@@ -1,0 +1,68 @@
+"""Tasks: simulate a :class:`~dipkit.problem.Problem` from an image.
+
+Each task is registered under the name used by ``dipkit simulate --task NAME`` and has a
+``simulate(image, **options)`` function taking the image as a ``[C, H, W]`` float array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import DipkitError
+
+__all__ = ["TASKS", "Task", "register_task", "get_task", "add_gaussian_noise"]
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    description: str
+    simulate: Callable
+    #: simulation options this task accepts (besides image, seed, device)
+    options: tuple[str, ...]
+    channels: str = "auto"  # "gray" for tasks that need one channel
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(name: str, description: str, options: tuple[str, ...], channels: str = "auto"):
+    def deco(fn):
+        TASKS[name] = Task(name, description, fn, options, channels)
+        return fn
+
+    return deco
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise DipkitError(f"unknown task {name!r} (choose from {', '.join(TASKS)})")
+    return TASKS[name]
+
+
+def add_gaussian_noise(clean: torch.Tensor, *, seed: int, noise_level: float | None = None,
+                       noise_std: float | None = None) -> tuple[torch.Tensor, float]:
+    r"""``y = clean + σ ε`` with ``ε ~ N(0, I)`` from a generator seeded with ``seed``.
+
+    ``σ = noise_level × mean|clean|`` (relative) or ``σ = noise_std`` (absolute); returns ``(y, σ)``.
+    """
+    if noise_level is not None and noise_std is not None:
+        raise DipkitError("give either a relative noise level or an absolute noise std, not both")
+    if noise_level is not None:
+        if not np.isfinite(noise_level) or noise_level < 0:
+            raise DipkitError(f"noise level must be ≥ 0, got {noise_level}")
+        sigma = float(noise_level) * float(clean.abs().mean())
+    else:
+        sigma = float(noise_std or 0.0)
+        if not np.isfinite(sigma) or sigma < 0:
+            raise DipkitError(f"noise std must be ≥ 0, got {sigma}")
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    eps = torch.randn(clean.shape, generator=g, dtype=clean.dtype).to(clean.device)
+    return clean + sigma * eps, sigma
+
+
+from . import ct  # noqa: E402,F401  (registration)
