@@ -7,6 +7,7 @@ with code 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import sys
 from pathlib import Path
@@ -44,8 +45,13 @@ def _nonneg_float(text: str) -> float:
     return v
 
 
+#: verbs implemented in other modules: ``verb -> (module, help)``; each module provides
+#: ``add_arguments(parser)`` and ``run(args) -> int`` (and may raise DipkitError).
+EXTENSION_VERBS: dict[str, tuple[str, str]] = {}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .tasks import TASKS
+    from .tasks import SIMULATE_OPTIONS, TASKS
 
     p = _Parser(prog="dipkit", description="Deep Image Prior reconstructions from a single measurement.")
     p.add_argument("--version", action="version", version=f"dipkit {__version__}")
@@ -59,9 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--image", help="image file: PNG/JPEG/TIFF, NPY, or DICOM (windowed HU, see docs)")
     src.add_argument("--sample", help="a bundled sample by name (see 'dipkit samples')")
     s.add_argument("--size", type=_positive_int, default=128, help="resize to N×N with anti-aliasing (default 128)")
-    s.add_argument("--views", type=_positive_int, default=60, help="number of projection angles (default 60)")
-    s.add_argument("--noise-level", type=_nonneg_float, default=0.02,
-                   help="relative Gaussian noise: σ = level × mean|A x| (default 0.02)")
+    types = {"positive_int": _positive_int, "nonneg_float": _nonneg_float, "int": int, "float": float, "str": str}
+    for opt, (kind, help_) in SIMULATE_OPTIONS.items():
+        s.add_argument("--" + opt.replace("_", "-"), dest=opt, type=types.get(kind, kind), default=None,
+                       help=help_)
     s.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     s.add_argument("--out", required=True, help="problem file to write (.npz)")
 
@@ -85,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("samples", help="list the bundled sample images")
     sub.add_parser("nets", help="list the network presets")
 
+    for verb, (module, help_) in EXTENSION_VERBS.items():
+        mod = importlib.import_module(module)
+        e = sub.add_parser(verb, help=help_, description=getattr(mod, "DESCRIPTION", help_))
+        mod.add_arguments(e)
+
     d = sub.add_parser("demo", help="the main job on a bundled sample (a few minutes on a CPU)",
                        description="Simulate CT from a real CT slice (30 views, 2%% noise, 128²) and reconstruct "
                                    "it with fbp, tv and dip with early stopping; writes run dirs and a summary.")
@@ -100,13 +112,22 @@ def _simulate(args) -> int:
     from .io import load_image_source
     from .tasks import get_task
 
+    from .tasks import SIMULATE_OPTIONS
+
     task = get_task(args.task)
+    given = {k: getattr(args, k) for k in SIMULATE_OPTIONS if getattr(args, k, None) is not None}
+    wrong = sorted(set(given) - set(task.options))
+    if wrong:
+        raise DipkitError(f"task {task.name!r} does not take " + ", ".join("--" + w.replace("_", "-") for w in wrong)
+                          + f" (it takes: {', '.join('--' + o.replace('_', '-') for o in task.options) or 'none'})")
     image, info = load_image_source(args.image, args.sample, size=args.size, channels=task.channels)
-    problem = task.simulate(image, views=args.views, noise_level=args.noise_level, seed=args.seed)
+    problem = task.simulate(image, seed=args.seed, **given)
     problem.meta["source"] = info
     out = problem.save(args.out)
-    print(f"wrote {out}  ({args.task}, image {image.shape[1]}×{image.shape[2]}, views {args.views}, "
-          f"noise σ = {problem.meta['noise_sigma']:.4g})")
+    opts = ", ".join(f"{k} {v}" for k, v in given.items())
+    sigma = problem.meta.get("noise_sigma")
+    print(f"wrote {out}  ({args.task}, image {'×'.join(map(str, image.shape[1:]))}"
+          + (f", {opts}" if opts else "") + (f", noise σ = {sigma:.4g}" if sigma is not None else "") + ")")
     return 0
 
 
@@ -230,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.verb:
             parser.print_help()
             return 2
+        if args.verb in EXTENSION_VERBS:
+            return importlib.import_module(EXTENSION_VERBS[args.verb][0]).run(args)
         return VERBS[args.verb](args)
     except DipkitError as exc:
         msg = " ".join(str(exc).split())

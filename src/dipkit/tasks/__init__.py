@@ -14,7 +14,16 @@ import torch
 
 from ..errors import DipkitError
 
-__all__ = ["TASKS", "Task", "register_task", "get_task", "add_gaussian_noise"]
+__all__ = ["TASKS", "Task", "register_task", "get_task", "add_gaussian_noise", "SIMULATE_OPTIONS"]
+
+#: Simulation options shared by all tasks: ``name -> (type, help)``. The CLI makes one flag per
+#: entry (``noise_level`` → ``--noise-level``); a task lists the ones it accepts in ``Task.options``
+#: and its ``simulate`` function's keyword defaults are the defaults. Giving a flag that the chosen
+#: task does not accept is an error.
+SIMULATE_OPTIONS: dict[str, tuple[type, str]] = {
+    "views": ("positive_int", "number of projection angles (CT; default 60)"),
+    "noise_level": ("nonneg_float", "relative Gaussian noise: σ = level × mean|A x| (default 0.02 for CT)"),
+}
 
 
 @dataclass(frozen=True)

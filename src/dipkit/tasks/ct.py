@@ -44,12 +44,12 @@ def simulate_ct(image: np.ndarray, *, geometry: str, views: int = 60, noise_leve
 
 
 @register_task("ct", "parallel-beam CT: views equispaced over [0°, 180°), deepinv Tomography",
-               ("size", "views", "noise_level"), channels="gray")
+               ("views", "noise_level"), channels="gray")
 def _ct(image, *, views=60, noise_level=0.02, seed=0, device="cpu"):
     return simulate_ct(image, geometry="parallel", views=views, noise_level=noise_level, seed=seed, device=device)
 
 
 @register_task("ct-fan", "fan-beam CT: views equispaced over [0°, 360°), deepinv Tomography (fan)",
-               ("size", "views", "noise_level"), channels="gray")
+               ("views", "noise_level"), channels="gray")
 def _ct_fan(image, *, views=60, noise_level=0.02, seed=0, device="cpu"):
     return simulate_ct(image, geometry="fan", views=views, noise_level=noise_level, seed=seed, device=device)
