@@ -35,9 +35,21 @@ def _build_ct(spec: dict, *, device, dtype):
     return from_spec(spec, device=device, dtype=dtype)
 
 
+def _load_all() -> None:
+    """Import every sub-module, so that the builders in them register."""
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.iter_modules(__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{mod.name}")
+
+
 def build_physics(spec: dict, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """Rebuild an operator from its spec (as stored in a problem file)."""
     kind = spec.get("kind")
+    if kind not in PHYSICS_BUILDERS:
+        _load_all()
     if kind not in PHYSICS_BUILDERS:
         raise DipkitError(f"unknown operator kind {kind!r} in problem spec "
                           f"(known: {', '.join(sorted(PHYSICS_BUILDERS))})")
