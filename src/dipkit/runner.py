@@ -217,7 +217,8 @@ def write_run_dir(out: Path, result: RunResult, cfg: RunConfig, problem) -> None
         raise DipkitError(f"cannot create output directory {out}: {exc.strerror}") from None
     recon = _to_image(result.reconstruction)
     save_npy(out / "reconstruction.npy", recon)
-    save_png(out / "reconstruction.png", recon)
+    # 2 channels = a complex image (MRI): the PNG shows its magnitude
+    save_png(out / "reconstruction.png", np.sqrt((recon**2).sum(0, keepdims=True)) if recon.shape[0] == 2 else recon)
     with atomic_write(out / "estimates.npz", "wb") as fh:
         np.savez(fh, **{k: _to_image(v) for k, v in result.estimates.items() if v is not None})
     save_yaml(out / "config.yaml", cfg.to_dict())

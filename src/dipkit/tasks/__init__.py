@@ -20,9 +20,24 @@ __all__ = ["TASKS", "Task", "register_task", "get_task", "add_gaussian_noise", "
 #: entry (``noise_level`` → ``--noise-level``); a task lists the ones it accepts in ``Task.options``
 #: and its ``simulate`` function's keyword defaults are the defaults. Giving a flag that the chosen
 #: task does not accept is an error.
-SIMULATE_OPTIONS: dict[str, tuple[type, str]] = {
+SIMULATE_OPTIONS: dict[str, tuple[str | Callable, str]] = {
     "views": ("positive_int", "number of projection angles (CT; default 60)"),
-    "noise_level": ("nonneg_float", "relative Gaussian noise: σ = level × mean|A x| (default 0.02 for CT)"),
+    "noise_level": ("nonneg_float", "relative Gaussian noise: σ = level × mean|A x| over the measured entries "
+                                    "(default 0.02 for CT); not with --noise-std"),
+    "noise_std": ("nonneg_float", "absolute Gaussian noise std σ in measurement units (image units for "
+                                  "denoise/inpaint/deblur/superres/MRI; task defaults: denoise 25/255, deblur and "
+                                  "MRI 0.01, inpaint and superres 0); not with --noise-level"),
+    "acceleration": ("float", "MRI acceleration R > 1: round(W/R) k-space lines are sampled (default 4)"),
+    "mask_type": ("str", "MRI line mask: random or equispaced, both with a fully sampled centre (default random)"),
+    "center_fraction": ("float", "MRI fully sampled centre, fraction of the lines in [0, 1) "
+                                 "(default 0.08 below 8x, 0.04 from 8x)"),
+    "coils": ("positive_int", "multi-coil MRI: number of simulated birdcage coils (default 8)"),
+    "missing": ("float", "inpaint: fraction in [0, 1) of pixels removed at random (seeded)"),
+    "box_ratio": ("float", "inpaint: hole-to-image area ratio in (0, 1) of a central box (default 0.25)"),
+    "kernel_std": ("float", "deblur: Gaussian kernel std in pixels (default 1.6)"),
+    "kernel_size": ("positive_int", "deblur: odd kernel size (default 2*ceil(3*std)+1)"),
+    "factor": ("positive_int", "superres: down-sampling factor ≥ 2 dividing the image size (default 4)"),
+    "filter": ("str", "superres: anti-aliasing filter: bicubic (default), bilinear, gaussian, sinc or none"),
 }
 
 
@@ -74,4 +89,4 @@ def add_gaussian_noise(clean: torch.Tensor, *, seed: int, noise_level: float | N
     return clean + sigma * eps, sigma
 
 
-from . import ct  # noqa: E402,F401  (registration)
+from . import ct, mri, restoration  # noqa: E402,F401  (registration)
