@@ -13,8 +13,17 @@ Registered here:
   denoiser of a zero-mean Gaussian prior with variance :math:`s^2` (used in tests: with it, the
   splitting methods have closed-form fixed points).
 
-More denoisers (non-local means, wavelets, BM3D, learned CNNs) register themselves from
-:mod:`dipkit.priors` sub-modules with :func:`register_denoiser`.
+More denoisers register themselves from :mod:`dipkit.priors` sub-modules with
+:func:`register_denoiser` (imported on the first :func:`make_denoiser` of an unknown name):
+
+* :mod:`dipkit.priors.classical` (NumPy on the host, per sample and channel; not differentiable):
+  ``nlm`` — non-local means, :math:`h = 0.8\sigma` (scikit-image); ``wavelet`` — BayesShrink /
+  VisuShrink wavelet shrinkage at :math:`\sigma` with cycle spinning (scikit-image + PyWavelets);
+  ``bm3d`` — BM3D through the optional ``bm3d`` package (non-commercial licence);
+* :mod:`dipkit.priors.learned` (torch, differentiable, on the input's device): ``learned`` — a
+  small noise-conditional DnCNN trained by ``dipkit train-denoiser`` (:mod:`dipkit.priors.train`)
+  whose weights ship in ``dipkit/data/``; ``drunet`` — deepinv's DRUNet with a user-supplied
+  weights file (``make_denoiser("drunet", weights=PATH)``; never downloads).
 """
 
 from __future__ import annotations
