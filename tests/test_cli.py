@@ -91,6 +91,21 @@ def test_demo_runs(tmp_path, monkeypatch, capsys):
     assert str(out) in capsys.readouterr().out
 
 
+def test_demo_bench_runs_the_quick_preset(tmp_path, monkeypatch, capsys):
+    import dipkit.bench as bench
+
+    seen = {}
+
+    def fake_run_bench(config, out, **kw):
+        seen["config"], seen["out"] = config, out
+        return {"failed": []}
+
+    monkeypatch.setattr(bench, "run_bench", fake_run_bench)
+    assert main(["demo", "--bench", "--out", str(tmp_path / "d"), "--quiet"]) == 0
+    assert seen["config"] == bench.preset_path("quick") and seen["out"] == tmp_path / "d" / "bench"
+    assert "bench" in capsys.readouterr().out
+
+
 @pytest.fixture
 def nan_npy(tmp_path):
     p = tmp_path / "nan.npy"

@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="dipkit-demo", help="output directory (default ./dipkit-demo)")
     d.add_argument("--iterations", type=_positive_int, default=2000, help="DIP steps (default 2000)")
     d.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    d.add_argument("--bench", action="store_true",
+                   help="instead: run the 'quick' bench preset (fbp, tv, dip, dip-tv, aseqdip on 64² CT) into OUT/bench")
     d.add_argument("--quiet", action="store_true")
     return p
 
@@ -185,10 +187,19 @@ def _reconstruct(args) -> int:
 def _methods(args) -> int:
     from .methods import METHODS
 
-    width = max(len(n) for n in METHODS)
-    for name, cls in METHODS.items():
+    # the family's order (CT paper Table 1), then any method registered by a plug-in
+    order = ["dip", "dip-tv", "dip-tv-hqs", "dip-wtv-admm", "dip-constrained", "deepred", "dip-denoiser-hqs",
+             "dip-denoiser-admm", "dip-admm-v1", "dip-admm-v2", "self-guided", "aseqdip", "sgld",
+             "naive", "fbp", "tv", "pnp-admm"]
+    names = [n for n in order if n in METHODS] + sorted(n for n in METHODS if n not in order)
+    width = max(len(n) for n in names)
+    for name in names:
+        cls = METHODS[name]
         print(f"{name:<{width}}  {cls.description}")
-        print(f"{'':<{width}}  ref: {cls.reference}" + (f" ({cls.algorithm})" if cls.algorithm else ""))
+        ref = cls.reference
+        if cls.algorithm and cls.algorithm not in ref:
+            ref += f" [{cls.algorithm}]"
+        print(f"{'':<{width}}  ref: {ref}")
     return 0
 
 
@@ -215,6 +226,12 @@ def _demo(args) -> int:
     from .tasks import get_task
 
     out = Path(args.out)
+    if args.bench:
+        from .bench import preset_path, run_bench
+
+        res = run_bench(preset_path("quick"), out / "bench", log=None if args.quiet else print)
+        print(f"wrote {out / 'bench'}/ (results.md, results.csv, psnr_curves.png, report.html, run dirs)")
+        return 0 if not res["failed"] else 1
     image, info = load_image_source(None, "ct", size=128, channels="gray")
     problem = get_task("ct").simulate(image, views=30, noise_level=0.02, seed=0)
     problem.meta["source"] = info
