@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..cli import _positive_int  # the CLI's own argument type (imported lazily by dipkit.cli)
 from ..errors import DipkitError
 
 __all__ = ["DESCRIPTION", "add_arguments", "run"]
@@ -13,16 +14,6 @@ DESCRIPTION = ("Run a benchmark grid (cases × methods × seeds) from a YAML con
                "reconstruction grids and a self-contained report.html. A failed run is recorded (error.txt, "
                "the 'failed' column) and the grid goes on. Exit status: 0 all runs ok, 1 some runs failed, "
                "2 bad input.")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
