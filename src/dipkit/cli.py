@@ -206,8 +206,10 @@ def _methods(args) -> int:
 def _samples(args) -> int:
     from .io import list_samples
 
-    for name, desc in list_samples().items():
-        print(f"{name:<14} {desc}")
+    samples = list_samples()
+    width = max(map(len, samples))
+    for name, desc in samples.items():
+        print(f"{name:<{width}}  {desc}")
     return 0
 
 
