@@ -116,7 +116,13 @@ class RunConfig:
             if section == "params":
                 self.params[sub] = value
                 return
-            raise DipkitError(f"{source}: unknown key {key!r}")
+            # a dict-valued method parameter, e.g. denoiser_options.weights=PATH; checked against
+            # the method's signature when it is built
+            current = self.params.setdefault(section, {})
+            if not isinstance(current, dict):
+                raise DipkitError(f"{source}: {key!r}: parameter {section!r} is not a mapping")
+            current[sub] = value
+            return
         top = {f.name for f in fields(self)} - {"params", "net", "input", "early_stop"}
         if key in top:
             default = 0 if key == "iterations" else getattr(RunConfig(), key)
