@@ -9,9 +9,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import DipkitError
-from .base import Method, data_fidelity
+from .base import Method, data_fidelity, state_operator_norm_sq
 from .registry import register
-from .self_guided import operator_norm_sq
 
 __all__ = ["ASeqDIP"]
 
@@ -125,7 +124,7 @@ class ASeqDIP(Method):
         return z.detach().clone()
 
     def setup(self, state, resuming: bool = False) -> None:
-        self._norm_sq = operator_norm_sq(state)
+        self._norm_sq = state_operator_norm_sq(state)
         if not resuming:
             state.z = self.initial_input(state)
         state.estimate = state.z

@@ -28,7 +28,24 @@ import torch
 from ..engine.output import make_output_rule
 from ..inputs import perturb
 
-__all__ = ["Method", "data_fidelity"]
+__all__ = ["Method", "data_fidelity", "state_operator_norm_sq"]
+
+
+def state_operator_norm_sq(state, n_iter: int = 50) -> float:
+    r""":math:`\|A\|_2^2` of the run's operator by power iteration (deterministic start vector).
+
+    Called once, in a method's ``setup`` (one host read), to put regularisation weights on the
+    scale of the data term: our operators are not normalised (:math:`\|A\|^2 \approx 600` for
+    32² CT with 16 views, ≈ 3.7e3 at 128² with 30 views), so a weight ``lam`` of a quadratic
+    penalty is applied as ``lam·‖A‖²`` — the papers' weight for a unit-norm operator.
+    Used by Self-Guided DIP, aSeqDIP and SGLD. (The denoiser family keeps a per-sample,
+    sync-free variant on the device: :func:`dipkit.methods.denoiser_family.operator_norm_sq`.)
+    """
+    from ..baselines.tv import operator_norm
+
+    with torch.no_grad():
+        shape = state.physics.A_adjoint(state.y).shape
+    return operator_norm(state.physics, shape, n_iter=n_iter, device=state.device, dtype=state.y.dtype) ** 2
 
 
 def data_fidelity(physics, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

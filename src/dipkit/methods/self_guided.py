@@ -11,25 +11,14 @@ from __future__ import annotations
 import torch
 
 from ..errors import DipkitError
-from .base import Method, data_fidelity
+from .base import Method, data_fidelity, state_operator_norm_sq
 from .registry import register
 
 __all__ = ["SelfGuidedDIP", "operator_norm_sq"]
 
 
-def operator_norm_sq(state, n_iter: int = 50) -> float:
-    r""":math:`\|A\|_2^2` by power iteration (once, in ``setup``; deterministic start vector).
-
-    Used to put regularisation weights on the scale of the data term: our operators are not
-    normalised (:math:`\|A\|^2 \approx 600` for 32² CT with 16 views, ≈ 3.7e3 at 128² with 30
-    views), so a weight ``lam`` of a quadratic penalty is applied as ``lam·‖A‖²`` — the papers'
-    weight for a unit-norm operator. One host read, at setup only.
-    """
-    from ..baselines.tv import operator_norm
-
-    with torch.no_grad():
-        shape = state.physics.A_adjoint(state.y).shape
-    return operator_norm(state.physics, shape, n_iter=n_iter, device=state.device, dtype=state.y.dtype) ** 2
+# kept under its former name for callers that import it from here
+operator_norm_sq = state_operator_norm_sq
 
 
 def _image_channels(state) -> int:
@@ -75,7 +64,7 @@ class SelfGuidedDIP(Method):
     paper's experiments start from the FBP (``--input fbp``).
 
     *Scaling of λ*: the penalty is ``(λ/2)·‖A‖²·‖x̃ − z‖²`` with :math:`\|A\|^2` estimated once in
-    ``setup`` (:func:`operator_norm_sq`), i.e. λ is the weight for a unit-norm operator. The CT
+    ``setup`` (:func:`~dipkit.methods.base.state_operator_norm_sq`), i.e. λ is the weight for a unit-norm operator. The CT
     paper code (``denoise_strength = 0.01``) divides its data term by :math:`\|A^\top A\|^2` and
     penalises every one of the N_η outputs (times N_η) instead of their mean, so its number does
     not transfer. Our default ``lam = 0.1`` (adapted) was the best of {0.01, 0.1, 1} on 32²
@@ -132,7 +121,7 @@ class SelfGuidedDIP(Method):
                               f"channel(s), got {state.z.shape[1]} (drop input.channels)")
         if not state.z.requires_grad:
             state.z.requires_grad_(True)
-        self._norm_sq = operator_norm_sq(state)
+        self._norm_sq = state_operator_norm_sq(state)
 
     def param_groups(self, state) -> list[dict]:
         if not state.z.requires_grad:

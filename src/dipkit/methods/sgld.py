@@ -11,9 +11,8 @@ import math
 import torch
 
 from ..engine.output import OutputRule
-from .base import Method, data_fidelity
+from .base import Method, data_fidelity, state_operator_norm_sq
 from .registry import register
-from .self_guided import operator_norm_sq
 
 __all__ = ["SGLD", "PosteriorMean"]
 
@@ -146,7 +145,7 @@ class SGLD(Method):
 
     # ------------------------------------------------------------------ hooks
     def setup(self, state, resuming: bool = False) -> None:
-        self._norm_sq = operator_norm_sq(state)
+        self._norm_sq = state_operator_norm_sq(state)
 
     def make_optimizer(self, groups) -> torch.optim.Optimizer:
         return torch.optim.SGD(groups, lr=self.lr, momentum=0.0, weight_decay=2.0 * self.lam)
