@@ -2,8 +2,8 @@
 
 Every sample in :data:`SAMPLES` loads offline from installed packages (scikit-image's
 data and the DICOM test files shipped with pydicom); :func:`load_sample` returns it as
-a ``[C, H, W]`` float32 array in ``[0, 1]``. DICOM samples are read with the default
-window of :mod:`dipkit.io.dicom`.
+a ``[C, H, W]`` float32 array in ``[0, 1]``, DICOM samples with the default window of
+:mod:`dipkit.io.dicom` (:func:`load_image_source` passes its ``window`` on).
 """
 
 from __future__ import annotations
