@@ -46,7 +46,6 @@ def read_csv(path: Path) -> list[dict]:
 def run_cli(argv, monkeypatch):
     from dipkit import cli
 
-    monkeypatch.setitem(cli.EXTENSION_VERBS, "bench", ("dipkit.bench.cli", "run a benchmark grid"))
     return cli.main(argv)
 
 
@@ -58,13 +57,7 @@ def tiny_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench")
     cfg = write_cfg(tmp, tiny_bench())
     out = tmp / "out"
-    saved = dict(cli.EXTENSION_VERBS)
-    cli.EXTENSION_VERBS["bench"] = ("dipkit.bench.cli", "run a benchmark grid")
-    try:
-        rc = cli.main(["bench", str(cfg), "--out", str(out), "--quiet"])
-    finally:
-        cli.EXTENSION_VERBS.clear()
-        cli.EXTENSION_VERBS.update(saved)
+    rc = cli.main(["bench", str(cfg), "--out", str(out), "--quiet"])
     assert rc == 0
     return cfg, out
 

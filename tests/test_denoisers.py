@@ -177,7 +177,7 @@ def test_unknown_denoiser_and_bad_options_raise():
 
 
 def _train_args(tmp_path, *extra):
-    from dipkit.priors import train
+    from dipkit.cli import train
 
     p = argparse.ArgumentParser()
     train.add_arguments(p)
@@ -187,9 +187,9 @@ def _train_args(tmp_path, *extra):
 
 
 def test_train_entry_point_writes_reloadable_weights(tmp_path, capsys):
-    from dipkit.priors import train
+    from dipkit.cli import train
 
-    assert train.DESCRIPTION
+    assert train.DESCRIPTION and train.TRAIN_DENOISER.run is train.run
     args = _train_args(tmp_path, "--depth", "3", "--features", "4")
     assert train.run(args) == 0
     state = torch.load(tmp_path / "w.pt", weights_only=True)
@@ -207,7 +207,7 @@ def test_train_entry_point_writes_reloadable_weights(tmp_path, capsys):
 
 
 def test_train_refuses_held_out_images(tmp_path):
-    from dipkit.priors import train
+    from dipkit.cli import train
 
     args = _train_args(tmp_path)
     args.images = ["mr", "camera"]

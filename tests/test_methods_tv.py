@@ -14,7 +14,8 @@ import torch
 from dipkit.engine import Callback, State, run
 from dipkit.methods import make_method
 from dipkit.methods.base import data_fidelity
-from dipkit.methods.tv_family import estimate_noise_sigma, hqs_alpha_schedule
+from dipkit.methods.tv_splitting import hqs_alpha_schedule
+from dipkit.physics.noise import estimate_noise_sigma
 from dipkit.priors.tv import grad, prox_tv, tv
 from dipkit.priors.wtv import adaptive_weights, prox_wtv_split, vector_soft_threshold, wtv
 

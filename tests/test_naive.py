@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from dipkit.errors import DipkitError
 from dipkit.methods import METHODS, make_method
-from dipkit.methods.naive import Naive, naive_reconstruction
+from dipkit.baselines.naive import Naive, naive_reconstruction
 from dipkit.metrics import psnr
 from dipkit.problem import Problem
 from dipkit.tasks import get_task
@@ -95,7 +95,8 @@ def test_batch_and_image_shape(task, kw):
                 x_true=p.x_true.repeat(2, 1, 1, 1), meta=p.meta)
     x = naive_reconstruction(b)
     assert x.shape == (2, *p.img_shape) and torch.equal(x[0], x[1])
-    assert torch.equal(x[:1], naive_reconstruction(p))
+    # batch sizes 1 and 2 may take different convolution kernels (deblur): equal to float32 rounding
+    torch.testing.assert_close(x[:1], naive_reconstruction(p), rtol=1e-6, atol=1e-6)
 
 
 def test_through_the_runner(tiny_cfg):

@@ -150,7 +150,7 @@ def test_bad_specs_raise(spec):
 # ---------------------------------------------------------------------- problems
 @pytest.mark.parametrize("task", list(OPTS))
 def test_save_load_round_trip_is_bit_identical(tmp_path, task):
-    from dipkit.methods.naive import naive_reconstruction
+    from dipkit.baselines.naive import naive_reconstruction
 
     p = simulate(task, seed=3)
     path = tmp_path / "p.npz"
@@ -398,7 +398,7 @@ def test_tv_on_complex_mri_data():
     """tv_reconstruct works on the 2-channel complex representation (single and multi-coil) and
     beats the zero-filled reconstruction; the imaginary part stays near zero for a real image."""
     from dipkit.baselines.tv import tv_reconstruct
-    from dipkit.methods.naive import naive_reconstruction
+    from dipkit.baselines.naive import naive_reconstruction
     from dipkit.metrics import psnr
 
     for task in ("mri", "mri-multicoil"):

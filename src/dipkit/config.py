@@ -17,6 +17,7 @@ Override keys (``--set key=value``, values parsed as YAML scalars):
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,40 @@ import yaml
 
 from .errors import DipkitError
 
-__all__ = ["RunConfig", "NetConfig", "InputConfig", "EarlyStopConfig", "parse_overrides", "load_config"]
+__all__ = ["RunConfig", "NetConfig", "InputConfig", "EarlyStopConfig", "parse_overrides", "load_config",
+           "load_yaml", "yaml_loads"]
+
+
+# ---------------------------------------------------------------------- YAML
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-4`` (no dot) as a float, as YAML 1.2 does (1.1 reads a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def yaml_loads(text: str) -> Any:
+    """Parse YAML text with dipkit's loader (safe; ``1e-4`` is a float)."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def load_yaml(path: str | Path, *, what: str = "config") -> Any:
+    """Read a YAML file with :func:`yaml_loads`; a missing or unreadable file is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise DipkitError(f"{what} not found: {path}")
+    try:
+        return yaml_loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise DipkitError(f"cannot read {what} {path}: {' '.join(str(exc).split())}") from None
 
 
 @dataclass
@@ -111,6 +145,10 @@ class RunConfig:
                 if sub not in names:
                     raise DipkitError(f"{source}: unknown key {key!r} (known: "
                                       f"{', '.join(f'{section}.{n}' for n in sorted(names))})")
+                if section == "early_stop" and sub == "rule":
+                    from .stopping import NONE
+
+                    value = None if value in NONE else str(value)
                 setattr(obj, sub, _coerce(key, value, getattr(type(obj)(), sub)))
                 return
             if section == "params":
@@ -128,16 +166,26 @@ class RunConfig:
             default = 0 if key == "iterations" else getattr(RunConfig(), key)
             setattr(self, key, _coerce(key, value, default))
         elif key == "early_stop":
-            self.early_stop.rule = None if value in (None, "none", "off", False) else str(value)
+            self.set("early_stop.rule", value, source=source)
         else:
             # a method hyper-parameter; validated against the method when it is built
             self.params[key] = value
 
-    def validate(self) -> None:
-        """Check values; method parameters are checked when the method is built."""
-        from .methods import get_method
+    def validate(self):
+        """Check every setting and build the method (it is built once per run and returned).
 
-        get_method(self.method)
+        Checked: the method and its parameters (names and values, by building it — cheap: heavy
+        resources such as a learned denoiser load when the run starts), ``iterations``,
+        ``log_every``, ``device``, ``precision``, ``fov_mask``, the network preset and its option
+        names, the input kind, channels and noise levels, and the early-stopping rule (``none``
+        included) with its options. Any problem raises :class:`DipkitError` with one line.
+        """
+        from .inputs import INPUTS
+        from .methods import make_method
+        from .nets import check_options
+        from .stopping import parse_rule
+
+        method = make_method(self.method, **self.params)
         if self.iterations is not None and int(self.iterations) <= 0:
             raise DipkitError(f"iterations must be positive, got {self.iterations}")
         if int(self.log_every) <= 0:
@@ -146,15 +194,19 @@ class RunConfig:
             raise DipkitError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in ("fp32", "bf16"):
             raise DipkitError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if not isinstance(self.fov_mask, bool):
+            raise DipkitError(f"fov_mask must be true or false, got {self.fov_mask!r}")
+        check_options(self.net.name, self.net.options)
+        INPUTS[self.input.kind]
+        if self.input.channels is not None and int(self.input.channels) <= 0:
+            raise DipkitError(f"input.channels must be positive, got {self.input.channels}")
         if self.input.std < 0 or self.input.perturb < 0:
             raise DipkitError("input.std and input.perturb must be ≥ 0")
+        parse_rule(self.early_stop.rule)
         es = self.early_stop
-        if es.rule is not None:
-            from .stopping import parse_rule
-
-            parse_rule(es.rule)
-            if int(es.window) < 1 or int(es.patience) < 0 or not float(es.delta) > 0:
-                raise DipkitError("early_stop needs window ≥ 1, patience ≥ 0, delta > 0")
+        if int(es.window) < 1 or int(es.patience) < 0 or not float(es.delta) > 0:
+            raise DipkitError("early_stop needs window ≥ 1, patience ≥ 0, delta > 0")
+        return method
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
@@ -204,19 +256,14 @@ def _parse_scalar(raw: str) -> Any:
         except ValueError:
             pass
     try:
-        return yaml.safe_load(text)
+        return yaml_loads(text)
     except yaml.YAMLError:
         return raw
 
 
 def load_config(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise DipkitError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise DipkitError(f"cannot read config {path}: {str(exc).splitlines()[0]}") from None
+    """Read a run configuration YAML (e.g. a run's ``config.yaml``) as a mapping."""
+    data = load_yaml(path, what="config")
     if data is None:
         return {}
     if not isinstance(data, dict):

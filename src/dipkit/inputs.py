@@ -8,8 +8,8 @@ informative ones (an FBP or another classical reconstruction). Each kind here re
   (default: the image's channel count), fixed during the run;
 * ``meshgrid`` — two channels with the pixel coordinates in [0, 1] (Ulyanov et al., Fig. 22);
 * ``fbp``      — the operator's direct reconstruction ``physics.A_dagger(y)`` (FBP for CT);
-* ``adjoint``  — :math:`A^\top y`, divided by its largest magnitude (``A`` is not normalised, so
-  the raw back-projection can be thousands of times larger than the image).
+* ``adjoint``  — :math:`A^\top y`, divided by its largest magnitude per sample (``A`` is not
+  normalised, so the raw back-projection can be thousands of times larger than the image).
 
 *Input perturbation* (Ulyanov et al.'s ``reg_noise_std``) adds fresh noise
 :math:`\sigma_p\,\varepsilon_k` to ``z`` at every step; it is applied by the method's
@@ -18,15 +18,18 @@ informative ones (an FBP or another classical reconstruction). Each kind here re
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
 from .errors import DipkitError
+from .registry import Registry
 
 __all__ = ["INPUTS", "make_input", "perturb"]
 
+#: input kinds: ``name -> builder(problem, *, channels, std, generator)``
+INPUTS: Registry = Registry("input kind")
 
+
+@INPUTS.register("noise", description="fixed seeded Gaussian noise N(0, std²) (channels: input.channels)")
 def _noise(problem, *, channels, std, generator):
     c, h, w = problem.img_shape
     channels = channels or c
@@ -34,39 +37,33 @@ def _noise(problem, *, channels, std, generator):
                              dtype=problem.y.dtype)
 
 
+@INPUTS.register("meshgrid", description="two channels of pixel coordinates in [0, 1]")
 def _meshgrid(problem, *, channels, std, generator):
     _, h, w = problem.img_shape
     yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
     return torch.stack([xx, yy])[None].to(device=problem.device, dtype=problem.y.dtype)
 
 
+@INPUTS.register("fbp", description="the direct reconstruction A†y (FBP for CT)")
 def _fbp(problem, *, channels, std, generator):
     with torch.no_grad():
         return problem.physics.A_dagger(problem.y).detach()
 
 
+@INPUTS.register("adjoint", description="the back-projection Aᵀy, scaled to max |·| = 1 per sample")
 def _adjoint(problem, *, channels, std, generator):
-    with torch.no_grad():
-        z = problem.physics.A_adjoint(problem.y)
-        return (z / z.abs().amax().clamp_min(1e-12)).detach()
+    from .physics.linalg import normalised_adjoint
 
-
-INPUTS: dict[str, tuple[Callable, str]] = {
-    "noise": (_noise, "fixed seeded Gaussian noise N(0, std²) (channels: input.channels)"),
-    "meshgrid": (_meshgrid, "two channels of pixel coordinates in [0, 1]"),
-    "fbp": (_fbp, "the direct reconstruction A†y (FBP for CT)"),
-    "adjoint": (_adjoint, "the back-projection Aᵀy, scaled to max |·| = 1"),
-}
+    return normalised_adjoint(problem.physics, problem.y)
 
 
 def make_input(kind: str, problem, *, generator: torch.Generator, channels: int | None = None,
                std: float = 0.1) -> torch.Tensor:
     """Build the network input ``z`` of the given kind for ``problem`` (see module docs)."""
-    if kind not in INPUTS:
-        raise DipkitError(f"unknown input kind {kind!r} (choose from {', '.join(INPUTS)})")
+    build = INPUTS[kind]
     if channels is not None and int(channels) <= 0:
         raise DipkitError(f"input.channels must be positive, got {channels}")
-    return INPUTS[kind][0](problem, channels=channels, std=std, generator=generator)
+    return build(problem, channels=channels, std=std, generator=generator)
 
 
 def perturb(z: torch.Tensor, sigma_p: float, generator: torch.Generator) -> torch.Tensor:

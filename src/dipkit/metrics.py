@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["psnr", "ssim", "fov_mask"]
+__all__ = ["psnr", "ssim", "fov_mask", "magnitude", "display_image"]
 
 
 def fov_mask(height: int, width: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -34,6 +34,34 @@ def fov_mask(height: int, width: int, *, device=None, dtype=torch.float32) -> to
     r = min(height, width) / 2
     mask = (yy[:, None] ** 2 + xx[None, :] ** 2) <= r * r
     return mask.to(dtype)[None, None]
+
+
+def magnitude(x):
+    """The magnitude of complex images stored as (real, imaginary) channels: ``[..., 2, H, W]`` →
+    ``[..., 1, H, W]`` (a torch tensor or a NumPy array)."""
+    if isinstance(x, torch.Tensor):
+        return x.pow(2).sum(dim=-3, keepdim=True).sqrt()
+    import numpy as np
+
+    x = np.asarray(x)
+    return np.sqrt((x.astype(np.float64) ** 2).sum(axis=-3, keepdims=True)).astype(x.dtype, copy=False)
+
+
+def display_image(img):
+    """A ``[C, H, W]`` NumPy reconstruction as something to show: ``[H, W]`` gray (the magnitude of
+    a 2-channel complex image, channel 0 of any other count) or ``[H, W, 3]`` RGB."""
+    import numpy as np
+
+    img = np.asarray(img, dtype=np.float64)
+    if img.ndim == 4:
+        img = img[0]
+    if img.ndim == 2:
+        return img
+    if img.shape[0] == 2:
+        return magnitude(img)[0]
+    if img.shape[0] == 3:
+        return np.moveaxis(img, 0, -1)
+    return img[0]
 
 
 def psnr(x: torch.Tensor, ref: torch.Tensor, *, data_range: float = 1.0,

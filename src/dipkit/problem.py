@@ -77,6 +77,11 @@ class Problem:
         s = self.meta.get("noise_sigma")
         return None if s is None else float(s)
 
+    def state_meta(self) -> dict:
+        """What a run knows about the problem besides the operator and ``y``: ``meta`` plus the
+        operator kind (``operator_kind``) and the image shape (``img_shape``)."""
+        return {**self.meta, "operator_kind": self.spec.get("kind"), "img_shape": list(self.img_shape)}
+
     def to(self, device: str | torch.device) -> "Problem":
         """The same problem on another device (the operator is rebuilt there from its spec)."""
         device = torch.device(device)

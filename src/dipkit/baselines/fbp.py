@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 
 from ..errors import DipkitError
+from ..methods.registry import register
 from ..physics.ct import FanBeamCT, ParallelBeamCT
+from .base import Baseline
 
-__all__ = ["fbp"]
+__all__ = ["fbp", "FBP"]
 
 
 @torch.no_grad()
@@ -32,3 +34,20 @@ def fbp(physics, y: torch.Tensor) -> torch.Tensor:
             f"(expected [..., {expected[0]}, {expected[1]}] = [..., detector cells, views])"
         )
     return physics.A_dagger(y)
+
+
+@register
+class FBP(Baseline):
+    """Filtered back-projection (CT only): ``x = A†y``, a direct method (one engine step).
+
+    Reference: A. C. Kak, M. Slaney, *Principles of Computerized Tomographic Imaging*, 1988, ch. 3.
+    """
+
+    name = "fbp"
+    description = "filtered back-projection (parallel beam, and a real fan-beam FBP)"
+    reference = "Kak & Slaney, Principles of Computerized Tomographic Imaging, 1988"
+    algorithm = "FBP"
+    direct = True
+
+    def forward(self, state):
+        return fbp(state.physics, state.y)

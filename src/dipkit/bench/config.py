@@ -55,6 +55,7 @@ from typing import Any
 
 import yaml
 
+from ..config import load_yaml, yaml_loads
 from ..errors import DipkitError
 
 __all__ = ["BenchConfig", "CaseSpec", "Instance", "MethodSpec", "load_bench_config", "parse_bench_config",
@@ -70,31 +71,6 @@ METHOD_KEYS = ("method", "label") + RUN_KEYS + ("params", "seeds", "cases")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
-# ---------------------------------------------------------------------- YAML loading
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads ``1e-4`` (no dot) as a float, as YAML 1.2 does."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                |\.[0-9_]+(?:[eE][-+][0-9]+)?
-                |[-+]?\.(?:inf|Inf|INF)
-                |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."),
-)
-
-
-def _read_yaml(path: Path) -> Any:
-    if not path.is_file():
-        raise DipkitError(f"bench config not found: {path}")
-    try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise DipkitError(f"cannot read bench config {path}: {' '.join(str(exc).split())}") from None
-
-
 # ---------------------------------------------------------------------- presets
 def _presets_dir():
     from importlib.resources import files
@@ -108,7 +84,7 @@ def list_presets() -> dict[str, str]:
     for entry in sorted(_presets_dir().iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".yaml"):
             try:
-                data = yaml.load(entry.read_text(encoding="utf-8"), Loader=_Loader) or {}
+                data = yaml_loads(entry.read_text(encoding="utf-8")) or {}
             except yaml.YAMLError:
                 data = {}
             desc = data.get("description", "") if isinstance(data, dict) else ""
@@ -187,14 +163,13 @@ class BenchConfig:
     raw: dict = field(default_factory=dict)
 
     def validate_names(self) -> None:
-        """Check names that need the registries (methods, tasks, options, nets, inputs).
+        """Check what needs the registries: tasks and their options, and every method's run
+        configuration (:meth:`dipkit.config.RunConfig.validate`: method and parameters, network,
+        input, early stopping).
 
         Done when a bench starts (not when a preset is listed), so presets may name methods and
         tasks that a given install does not have yet.
         """
-        from ..inputs import INPUTS
-        from ..methods import make_method
-        from ..nets import NETS
         from ..tasks import get_task
 
         for case in self.cases:
@@ -204,33 +179,18 @@ class BenchConfig:
                 raise DipkitError(f"{self.source}: case {case.name!r}: task {task.name!r} does not take option(s) "
                                   f"{', '.join(wrong)} (it takes: {', '.join(task.options) or 'none'})")
         for m in self.methods:
-            cfg = m.run_config(m.seeds[0])
             try:
-                cfg.validate()
+                m.run_config(m.seeds[0]).validate()
             except DipkitError as exc:
                 raise DipkitError(f"{self.source}: method {m.label!r}: {exc}") from None
-            try:
-                make_method(cfg.method, **cfg.params)
-            except DipkitError as exc:
-                raise DipkitError(f"{self.source}: method {m.label!r}: {exc}") from None
-            preset = NETS.get(cfg.net.name)
-            if preset is None:
-                raise DipkitError(f"{self.source}: method {m.label!r}: unknown network {cfg.net.name!r} "
-                                  f"(known: {', '.join(NETS)})")
-            bad = sorted(set(cfg.net.options) - set(preset.valid_keys()))
-            if bad:
-                raise DipkitError(f"{self.source}: method {m.label!r}: unknown option(s) {', '.join(bad)} for "
-                                  f"network {cfg.net.name!r} (valid: {', '.join(preset.valid_keys())})")
-            if cfg.input.kind not in INPUTS:
-                raise DipkitError(f"{self.source}: method {m.label!r}: unknown input kind {cfg.input.kind!r} "
-                                  f"(known: {', '.join(INPUTS)})")
 
 
 # ---------------------------------------------------------------------- parsing
 def load_bench_config(path: str | Path) -> BenchConfig:
     """Read and check a bench YAML file (see the module docs for the schema)."""
     path = Path(path)
-    return parse_bench_config(_read_yaml(path), base_dir=path.resolve().parent, source=str(path))
+    return parse_bench_config(load_yaml(path, what="bench config"), base_dir=path.resolve().parent,
+                              source=str(path))
 
 
 def _check_keys(obj: Any, allowed: tuple[str, ...], where: str) -> dict:

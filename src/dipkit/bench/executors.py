@@ -52,8 +52,8 @@ def execute_run(job: dict) -> dict:
     import torch
 
     from ..config import RunConfig
-    from ..io import save_text
     from ..problem import Problem
+    from ..rundir import clear_status, write_error
     from ..runner import reconstruct
 
     if job.get("threads"):
@@ -62,8 +62,7 @@ def execute_run(job: dict) -> dict:
     t0 = time.perf_counter()
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for stale in ("metrics.json", "error.txt"):
-            (out / stale).unlink(missing_ok=True)
+        clear_status(out)
         problem = Problem.load(job["problem"])
         cfg = RunConfig.from_dict(job["cfg"])
         res = reconstruct(problem, cfg, out, quiet=True)
@@ -71,7 +70,7 @@ def execute_run(job: dict) -> dict:
                 "psnr": res.get("psnr")}
     except Exception as exc:  # noqa: BLE001  (a failed run is recorded, the grid goes on)
         try:
-            save_text(out / "error.txt", traceback.format_exc())
+            write_error(out, traceback.format_exc())
         except Exception:  # noqa: BLE001
             pass
         return {"key": job["key"], "status": "failed", "error": _one_line(exc),
@@ -125,11 +124,11 @@ class LocalExecutor:
 
 def _lost(job: dict, exc: BaseException) -> dict:
     """Record for a run whose worker failed outside :func:`execute_run` (killed, OOM, …)."""
-    from ..io import save_text
+    from ..rundir import write_error
 
     msg = _one_line(exc)
     try:
-        save_text(Path(job["out"]) / "error.txt", f"the worker running this job failed: {msg}\n")
+        write_error(job["out"], f"the worker running this job failed: {msg}\n")
     except Exception:  # noqa: BLE001
         pass
     return {"key": job["key"], "status": "failed", "error": msg, "wall_s": None, "psnr": None}

@@ -19,11 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..baselines.naive import naive_reconstruction
 from ..errors import DipkitError
 from ..io import save_json, save_npy
+from ..rundir import is_complete
 from .config import BenchConfig, CaseSpec, Instance, MethodSpec
 
-__all__ = ["RunSpec", "prepare_case", "plan_runs", "naive_reconstruction", "run_is_complete"]
+__all__ = ["RunSpec", "prepare_case", "plan_runs", "run_is_complete", "load_naive"]
 
 
 @dataclass
@@ -52,18 +54,6 @@ class RunSpec:
 
 def instance_dir(out: Path, case: CaseSpec, inst: Instance) -> Path:
     return out / "cases" / case.name / inst.name
-
-
-def naive_reconstruction(problem) -> torch.Tensor:
-    """Method ``naive`` when registered (the task's direct reconstruction), else ``A†y``."""
-    from ..methods import METHODS, make_method
-
-    with torch.no_grad():
-        if "naive" in METHODS:
-            x = make_method("naive").reconstruct(problem, iterations=None, observer=None)
-        else:
-            x = problem.physics.A_dagger(problem.y)
-    return x.detach()
 
 
 def _read_json(path: Path):
@@ -108,24 +98,9 @@ def prepare_case(out: Path, case: CaseSpec, inst: Instance, *, resume: bool) -> 
     return True
 
 
-def _yaml_round_trip(obj):
-    import yaml
-
-    return yaml.safe_load(yaml.safe_dump(obj, sort_keys=False))
-
-
 def run_is_complete(spec: RunSpec) -> bool:
     """``metrics.json`` exists and the run's ``config.yaml`` is the planned configuration."""
-    import yaml
-
-    out = Path(spec.out)
-    if not (out / "metrics.json").is_file():
-        return False
-    try:
-        done = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return False
-    return done == _yaml_round_trip(spec.cfg)
+    return is_complete(spec.out, spec.cfg)
 
 
 def plan_runs(bench: BenchConfig, out: Path) -> list[RunSpec]:

@@ -22,6 +22,7 @@ def run(method, state: State, callbacks=()) -> State:
     Per step::
 
         x      = method.forward(state)            # f_θ(z), or a mean over perturbed inputs
+                                                  # (one iteration, for an optimiser-free method)
         terms  = method.loss(state, x)            # {name: per-sample loss [B]}
         backward(Σ terms); method.before_update; optimizer.step(); method.after_update
         state.x, state.terms, state.loss ← detached copies; state.step += 1
@@ -45,16 +46,22 @@ def run(method, state: State, callbacks=()) -> State:
             opt.zero_grad(set_to_none=True)
             x = method.forward(state)
             terms = method.loss(state, x)
-        else:
-            with torch.no_grad():
-                x = method.forward(state)
-                terms = method.loss(state, x)
-        loss = sum(terms.values())
-        if opt is not None:
+            loss = sum(terms.values())
             loss.sum().backward()
             method.before_update(state)
             opt.step()
             method.after_update(state)
+        else:
+            # an optimiser-free method (a classical baseline): forward() is one iteration; its loss
+            # terms are only observed, so they are evaluated every report_every steps
+            with torch.no_grad():
+                x = method.forward(state)
+                last = state.step + 1 == state.max_steps
+                if state.loss is None or last or (state.step + 1) % max(1, state.report_every) == 0:
+                    terms = method.loss(state, x)
+                    loss = sum(terms.values())
+                else:
+                    terms, loss = state.terms, state.loss
         state.step += 1
         state.x = x.detach()
         state.terms = {k: v.detach() for k, v in terms.items()}

@@ -38,6 +38,11 @@ class State:
         setting, not method code); ``None`` for full precision.
     :ivar generator: the run's seeded generator for per-step randomness (input perturbation,
         Langevin noise); on the run's device.
+    :ivar meta: the problem's metadata (``task``, ``noise_sigma`` when known, ``img_shape`` …), so
+        that methods can use what is known about the measurement (e.g. the noise level).
+    :ivar report_every: for methods without an optimiser (classical baselines) the engine
+        evaluates the loss terms — which are only observed, not differentiated — every
+        ``report_every`` steps and at the last step (the run's history sampling interval).
     """
 
     physics: Any
@@ -58,10 +63,43 @@ class State:
     stop_reason: str | None = None
     z_perturb: float = 0.0
     autocast_dtype: torch.dtype | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    report_every: int = 1
 
     @property
     def device(self) -> torch.device:
         return self.y.device
+
+    @property
+    def noise_sigma(self) -> float | None:
+        """The measurement's noise std when the problem knows it (``meta["noise_sigma"]``), else None."""
+        s = self.meta.get("noise_sigma")
+        return None if s is None else float(s)
+
+    def image_like(self) -> torch.Tensor:
+        r"""Zeros shaped like the reconstruction ``[B, C, H, W]`` (the shape of :math:`A^\top y`)."""
+        with torch.no_grad():
+            return torch.zeros_like(self.physics.A_adjoint(self.y))
+
+    def opnorm_sq(self) -> torch.Tensor:
+        r"""Per-sample :math:`\|A\|^2` ``[B]`` of the run's operator, estimated once on the device
+        (:func:`dipkit.physics.linalg.opnorm_sq`) and cached in ``aux["opnorm_sq"]`` (so it is
+        checkpointed with the run)."""
+        cached = self.aux.get("opnorm_sq")
+        if cached is None:
+            from ..physics.linalg import opnorm_sq
+
+            cached = self.aux["opnorm_sq"] = opnorm_sq(self.physics, self.image_like())
+        return cached
+
+    def network(self, z: torch.Tensor) -> torch.Tensor:
+        """``f_θ(z)`` under the run's precision: autocast to ``autocast_dtype`` when set (an engine
+        setting, not method code), the output cast back to the measurement's dtype."""
+        if self.autocast_dtype is None:
+            return self.net(z)
+        with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
+            out = self.net(z)
+        return out.to(self.y.dtype)
 
     def request_stop(self, reason: str) -> None:
         """Ask the engine to stop after the current step."""

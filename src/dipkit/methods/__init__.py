@@ -1,15 +1,13 @@
-"""Registered methods. Importing this package imports every module in it, which registers them."""
+"""DIP methods: one small class per method, registered under the name users type.
+
+The classical baselines (FBP, TV, PnP-ADMM, the naive reconstructions) live in
+:mod:`dipkit.baselines` and register in the same :data:`METHODS` registry. Method modules are
+imported on the first lookup of a name (see :mod:`dipkit.methods.registry`).
+"""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from .base import Method, data_fidelity
 from .registry import METHODS, get_method, make_method, register
-
-for _mod in pkgutil.iter_modules(__path__):
-    if _mod.name not in ("base", "registry") and not _mod.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_mod.name}")
 
 __all__ = ["Method", "data_fidelity", "METHODS", "get_method", "make_method", "register"]

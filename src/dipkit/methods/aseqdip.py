@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import DipkitError
-from .base import Method, data_fidelity, state_operator_norm_sq
+from ..physics.linalg import normalised_adjoint
+from .base import Method, data_fidelity
 from .registry import register
 
 __all__ = ["ASeqDIP"]
@@ -98,7 +99,6 @@ class ASeqDIP(Method):
             raise ValueError(f"z0 must be one of {', '.join(_Z0)}, got {z0!r}")
         super().__init__(lr=lr, ema=None)
         self.lam, self.inner_steps, self.z0 = float(lam), int(inner_steps), z0
-        self._norm_sq = 1.0
 
     # ------------------------------------------------------------------ hooks
     @torch.no_grad()
@@ -116,30 +116,29 @@ class ASeqDIP(Method):
                                   f"got {tuple(state.y.shape)} (use z0=adjoint)")
             z = state.y
         else:
-            scale = aty.abs().flatten(1).amax(1).clamp_min(torch.finfo(aty.dtype).tiny)
-            z = aty / scale.view(-1, *[1] * (aty.ndim - 1))
+            z = normalised_adjoint(state.physics, state.y)
         if z.shape[1] != aty.shape[1]:
             raise DipkitError(f"aseqdip feeds outputs back as inputs, so z needs the image's {aty.shape[1]} "
                               f"channel(s), got {z.shape[1]} (drop input.channels)")
         return z.detach().clone()
 
     def setup(self, state, resuming: bool = False) -> None:
-        self._norm_sq = state_operator_norm_sq(state)
+        state.opnorm_sq()
         if not resuming:
             state.z = self.initial_input(state)
         state.estimate = state.z
 
     def forward(self, state) -> torch.Tensor:
-        return self.network(state, state.z)
+        return state.network(state.z)
 
     def loss(self, state, x):
         d = (x - state.z).pow(2).flatten(1).sum(1)
         return {"data": data_fidelity(state.physics, x, state.y),
-                "autoencoder": (0.5 * self.lam * self._norm_sq) * d}
+                "autoencoder": (0.5 * self.lam * state.opnorm_sq()) * d}
 
     def iterate(self, state) -> torch.Tensor:
         return state.z
 
     def outer_update(self, state) -> None:
-        state.z = self.network(state, state.z).detach()
+        state.z = state.network(state.z).detach()
         state.estimate = state.z

@@ -6,21 +6,44 @@ A :class:`Method` never owns a loop over optimiser steps; the engine
 * ``setup(state)`` — create auxiliary variables (``u``, ``w`` …) in ``state.aux``;
 * ``param_groups(state)`` / ``make_optimizer`` — what is optimised (θ, sometimes ``z``) and how;
 * ``forward(state)`` — the network output :math:`f_\theta(z)` (with input perturbation if set);
+  the network is called through :meth:`dipkit.engine.State.network`, which applies the run's
+  precision (autocast is an engine setting, not method code);
 * ``loss(state, x)`` — a dict of per-sample loss terms ``[B]`` (summed by the engine);
 * ``before_update`` / ``after_update`` — around ``optimizer.step()`` (e.g. Langevin noise);
 * ``iterate(state)`` — the current iterate fed to the output rule (default ``state.x``);
 * ``outer_update(state)`` — every ``inner_steps`` steps (dual/splitting/input updates);
 * ``output`` — the output rule (:class:`~dipkit.engine.LastIterate` or :class:`~dipkit.engine.EMA`).
 
-Conventions (documented once): the data fidelity is the *sum*
-:math:`\tfrac12\|A f_\theta(z) - y\|_2^2` per sample (not a mean), with the operator as deepinv
-builds it (our CT operators are not normalised: pixel size 1, so :math:`\|A\|^2` grows with the
-image size; regularisation weights are relative to that scale).
+Classical baselines are methods too, without an optimiser (:class:`dipkit.baselines.Baseline`):
+their ``forward`` is one iteration of the classical algorithm.
+
+Units and scaling (documented here once, for every method and baseline)
+-----------------------------------------------------------------------
+* **Data term.** The data fidelity is the per-sample *sum* :math:`\tfrac12\|A x - y\|_2^2`
+  (:func:`data_fidelity`), not a mean, with the operator as it is built — not normalised. The CT
+  operators integrate in pixel units, so :math:`\|A\|^2` grows with the image size and the
+  number of views (≈ 600 at 32²/16 views, ≈ 1.8·10³ at 64²/30, ≈ 3.7·10³ at 128²/30); the MRI and
+  image-restoration operators have :math:`\|A\| = 1`. Images are in image units (nominally
+  [0, 1]); denoiser strengths σ are in image units too.
+* **Quadratic coupling weights are relative to** :math:`\|A\|^2`. A weight ``w`` of a penalty
+  :math:`\tfrac{w}{2}\|x - v\|^2` between two images (ρ of the ADMM methods, μ of HQS, λ of RED,
+  Self-Guided DIP and aSeqDIP) is applied as :math:`w\,\|A\|^2`, with :math:`\|A\|^2` estimated
+  once per run by :meth:`dipkit.engine.State.opnorm_sq` (power iteration, per sample, on the
+  device, cached). ``w`` is thus the papers' weight for a unit-norm operator, and a default
+  carries over between operators and image sizes: ``w = 1`` gives the penalty the curvature of the
+  data term's largest eigenvalue.
+* **TV weights are absolute.** A weight α of :math:`\alpha\,\mathrm{TV}(x)` (the ``tv`` baseline,
+  ``dip-tv``, ``dip-tv-hqs``'s λ, ``dip-wtv-admm``) multiplies the TV of the image in image units
+  and lives on the data term's scale, which depends on the operator and on the noise level
+  (e.g. TV's optimum at 128²/30 views is about 100 times the one for ‖A‖ = 1 problems). The CT
+  paper's code instead divides its data term by an operator-norm estimate, so its numbers for
+  these weights do not carry over; each class documents how its default was chosen.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -28,30 +51,37 @@ import torch
 from ..engine.output import make_output_rule
 from ..inputs import perturb
 
-__all__ = ["Method", "data_fidelity", "state_operator_norm_sq"]
-
-
-def state_operator_norm_sq(state, n_iter: int = 50) -> float:
-    r""":math:`\|A\|_2^2` of the run's operator by power iteration (deterministic start vector).
-
-    Called once, in a method's ``setup`` (one host read), to put regularisation weights on the
-    scale of the data term: our operators are not normalised (:math:`\|A\|^2 \approx 600` for
-    32² CT with 16 views, ≈ 3.7e3 at 128² with 30 views), so a weight ``lam`` of a quadratic
-    penalty is applied as ``lam·‖A‖²`` — the papers' weight for a unit-norm operator.
-    Used by Self-Guided DIP, aSeqDIP and SGLD. (The denoiser family keeps a per-sample,
-    sync-free variant on the device: :func:`dipkit.methods.denoiser_family.operator_norm_sq`.)
-    """
-    from ..baselines.tv import operator_norm
-
-    with torch.no_grad():
-        shape = state.physics.A_adjoint(state.y).shape
-    return operator_norm(state.physics, shape, n_iter=n_iter, device=state.device, dtype=state.y.dtype) ** 2
+__all__ = ["Method", "data_fidelity", "positive", "nonneg", "count"]
 
 
 def data_fidelity(physics, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     r"""Per-sample :math:`\tfrac12\|A x - y\|_2^2`, shape ``[B]``."""
     r = physics.A(x) - y
     return 0.5 * r.pow(2).flatten(1).sum(1)
+
+
+# ---------------------------------------------------------------------- parameter checks
+def positive(name: str, value: float) -> float:
+    """``value`` as a float; it must be a finite number > 0 (else ValueError)."""
+    value = float(value)
+    if not value > 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be a positive number, got {value}")
+    return value
+
+
+def nonneg(name: str, value: float) -> float:
+    """``value`` as a float; it must be a finite number ≥ 0 (else ValueError)."""
+    value = float(value)
+    if not value >= 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be ≥ 0, got {value}")
+    return value
+
+
+def count(name: str, value: int, minimum: int = 1) -> int:
+    """``value`` as an int; it must be an integer ≥ ``minimum`` (else ValueError)."""
+    if isinstance(value, bool) or int(value) != value or int(value) < minimum:
+        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+    return int(value)
 
 
 class Method:
@@ -98,16 +128,14 @@ class Method:
     def make_optimizer(self, groups) -> torch.optim.Optimizer:
         return torch.optim.Adam(groups)
 
-    def network(self, state, z: torch.Tensor) -> torch.Tensor:
-        """``f_θ(z)``, under the engine's autocast setting; returns the operator's dtype."""
-        if state.autocast_dtype is None:
-            return state.net(z)
-        with torch.autocast(device_type=state.device.type, dtype=state.autocast_dtype):
-            out = state.net(z)
-        return out.to(state.y.dtype)
-
     def forward(self, state) -> torch.Tensor:
-        return self.network(state, perturb(state.z, state.z_perturb, state.generator))
+        return state.network(perturb(state.z, state.z_perturb, state.generator))
+
+    def fresh_output(self, state) -> torch.Tensor:
+        r""":math:`f_\theta(z)` at the current θ without input perturbation, detached (the boxes'
+        :math:`x^{(k)}` read after the inner steps, in outer updates)."""
+        with torch.no_grad():
+            return state.network(state.z).detach()
 
     def loss(self, state, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"data": data_fidelity(state.physics, x, state.y)}

@@ -1,27 +1,37 @@
-"""The method registry: every name a user can type after ``--method``."""
+"""The method registry: every name a user can type after ``--method``.
+
+Network methods live in :mod:`dipkit.methods`, the classical baselines in
+:mod:`dipkit.baselines`; both register here. The modules are imported on the first lookup of a
+name not yet registered (or the first listing), so importing :mod:`dipkit.methods` stays cheap.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from ..errors import DipkitError
+from ..registry import Registry
 
 __all__ = ["METHODS", "register", "get_method", "make_method"]
 
-METHODS: dict[str, type] = {}
+
+def _load_all() -> None:
+    for package in ("dipkit.methods", "dipkit.baselines"):
+        pkg = importlib.import_module(package)
+        for mod in pkgutil.iter_modules(pkg.__path__):
+            if not mod.name.startswith("_") and mod.name not in ("base", "registry"):
+                importlib.import_module(f"{package}.{mod.name}")
 
 
-def register(cls):
-    """Class decorator: register a method class under ``cls.name``."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
-    if cls.name in METHODS and METHODS[cls.name] is not cls:
-        raise ValueError(f"method name {cls.name!r} registered twice")
-    METHODS[cls.name] = cls
-    return cls
+METHODS: Registry = Registry("method", loader=_load_all, hint="run 'dipkit methods'")
+
+#: class decorator: register a method class under ``cls.name``
+register = METHODS.register
 
 
 def get_method(name: str) -> type:
-    if name not in METHODS:
-        raise DipkitError(f"unknown method {name!r} (run 'dipkit methods'; known: {', '.join(sorted(METHODS))})")
+    """The method class registered as ``name``."""
     return METHODS[name]
 
 

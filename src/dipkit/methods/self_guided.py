@@ -11,14 +11,10 @@ from __future__ import annotations
 import torch
 
 from ..errors import DipkitError
-from .base import Method, data_fidelity, state_operator_norm_sq
+from .base import Method, data_fidelity
 from .registry import register
 
-__all__ = ["SelfGuidedDIP", "operator_norm_sq"]
-
-
-# kept under its former name for callers that import it from here
-operator_norm_sq = state_operator_norm_sq
+__all__ = ["SelfGuidedDIP"]
 
 
 def _image_channels(state) -> int:
@@ -64,7 +60,7 @@ class SelfGuidedDIP(Method):
     paper's experiments start from the FBP (``--input fbp``).
 
     *Scaling of λ*: the penalty is ``(λ/2)·‖A‖²·‖x̃ − z‖²`` with :math:`\|A\|^2` estimated once in
-    ``setup`` (:func:`~dipkit.methods.base.state_operator_norm_sq`), i.e. λ is the weight for a unit-norm operator. The CT
+    ``setup`` (:meth:`~dipkit.engine.State.opnorm_sq`), i.e. λ is the weight for a unit-norm operator. The CT
     paper code (``denoise_strength = 0.01``) divides its data term by :math:`\|A^\top A\|^2` and
     penalises every one of the N_η outputs (times N_η) instead of their mean, so its number does
     not transfer. Our default ``lam = 0.1`` (adapted) was the best of {0.01, 0.1, 1} on 32²
@@ -111,7 +107,6 @@ class SelfGuidedDIP(Method):
         self.lam, self.alpha = float(lam), float(alpha)
         self.n_eta, self.eta_scale, self.noise = int(n_eta), float(eta_scale), noise
         self.clip = None if clip is None else float(clip)
-        self._norm_sq = 1.0
 
     # ------------------------------------------------------------------ hooks
     def setup(self, state, resuming: bool = False) -> None:
@@ -121,7 +116,7 @@ class SelfGuidedDIP(Method):
                               f"channel(s), got {state.z.shape[1]} (drop input.channels)")
         if not state.z.requires_grad:
             state.z.requires_grad_(True)
-        self._norm_sq = state_operator_norm_sq(state)
+        state.opnorm_sq()
 
     def param_groups(self, state) -> list[dict]:
         if not state.z.requires_grad:
@@ -145,13 +140,13 @@ class SelfGuidedDIP(Method):
 
     def forward(self, state) -> torch.Tensor:
         b = state.z.shape[0]
-        out = self.network(state, self.perturbed_inputs(state))
+        out = state.network(self.perturbed_inputs(state))
         return out.reshape(b, self.n_eta, *out.shape[1:]).mean(1)
 
     def loss(self, state, x):
         d = (x - state.z).pow(2).flatten(1).sum(1)
         return {"data": data_fidelity(state.physics, x, state.y),
-                "self_guidance": (0.5 * self.lam * self._norm_sq) * d}
+                "self_guidance": (0.5 * self.lam * state.opnorm_sq()) * d}
 
     def before_update(self, state) -> None:
         if self.clip is None:

@@ -11,7 +11,7 @@ import math
 import torch
 
 from ..engine.output import OutputRule
-from .base import Method, data_fidelity, state_operator_norm_sq
+from .base import Method, data_fidelity
 from .registry import register
 
 __all__ = ["SGLD", "PosteriorMean"]
@@ -136,7 +136,6 @@ class SGLD(Method):
         super().__init__(lr=lr, ema=None)
         self.T, self.lam, self.burn_in = float(T), float(lam), int(burn_in)
         self.output = PosteriorMean(self.burn_in)
-        self._norm_sq = 1.0
 
     @property
     def noise_std(self) -> float:
@@ -145,7 +144,7 @@ class SGLD(Method):
 
     # ------------------------------------------------------------------ hooks
     def setup(self, state, resuming: bool = False) -> None:
-        self._norm_sq = state_operator_norm_sq(state)
+        state.opnorm_sq()
 
     def make_optimizer(self, groups) -> torch.optim.Optimizer:
         return torch.optim.SGD(groups, lr=self.lr, momentum=0.0, weight_decay=2.0 * self.lam)
@@ -153,7 +152,7 @@ class SGLD(Method):
     def loss(self, state, x):
         data = data_fidelity(state.physics, x, state.y)
         # the value is ½‖Ax − y‖² (comparable with other methods); the gradient that of ½‖Ax − y‖²/(n‖A‖²)
-        scaled = data / (self._norm_sq * x[0].numel())
+        scaled = data / (state.opnorm_sq() * x[0].numel())
         return {"data": data.detach() + (scaled - scaled.detach())}
 
     @torch.no_grad()

@@ -19,6 +19,7 @@ from typing import Any
 import torch.nn as nn
 
 from dipkit.errors import DipkitError
+from dipkit.registry import Registry
 from dipkit.nets.skipnet import SkipNet
 from dipkit.nets.unet import UNet
 
@@ -28,6 +29,7 @@ __all__ = [
     "SkipNet",
     "UNet",
     "build_net",
+    "check_options",
     "count_parameters",
     "list_nets",
 ]
@@ -47,37 +49,36 @@ class NetPreset:
         return [k for k in params if k not in ("self", "in_channels", "out_channels")]
 
 
-NETS: dict[str, NetPreset] = {
-    "unet": NetPreset(
-        UNet,
-        dict(channels=[16, 16, 32, 32, 64], skip_levels=(0, 1), skip_channels=4),
-        "CPU default: handbook U-Net family, 5 scales x [16,16,32,32,64] channels, "
-        "4-channel skips at the two lowest-resolution levels",
-    ),
-    "unet-paper": NetPreset(
-        UNet,
-        dict(channels=128, skip_levels=(0, 1), skip_channels=4),
-        "DIP-for-CT handbook / Educated DIP U-Net: 6 scales x 128 channels, 4-channel skips "
-        "at the two lowest-resolution levels (~3.0M parameters)",
-    ),
-    "skip": NetPreset(
-        SkipNet,
-        dict(num_channels_down=128, num_channels_skip=4),
-        "Ulyanov et al. 2018 DIP skip net: 5 levels x 128 channels, 4-channel skips, "
-        "reflection padding, LeakyReLU",
-    ),
-    "skip-small": NetPreset(
-        SkipNet,
-        dict(num_channels_down=[16, 32, 64, 128, 128], num_channels_skip=4),
-        "cheaper DIP skip net for CPUs: 5 levels x [16,32,64,128,128] channels "
-        "(the defaults of skip() in the DIP repository), 4-channel skips",
-    ),
-}
+NETS: Registry = Registry("network", hint="run 'dipkit nets'")
+NETS.register(NetPreset(
+    UNet,
+    dict(channels=[16, 16, 32, 32, 64], skip_levels=(0, 1), skip_channels=4),
+    "CPU default: handbook U-Net family, 5 scales x [16,16,32,32,64] channels, "
+    "4-channel skips at the two lowest-resolution levels",
+), name="unet")
+NETS.register(NetPreset(
+    UNet,
+    dict(channels=128, skip_levels=(0, 1), skip_channels=4),
+    "DIP-for-CT handbook / Educated DIP U-Net: 6 scales x 128 channels, 4-channel skips "
+    "at the two lowest-resolution levels (~3.0M parameters)",
+), name="unet-paper")
+NETS.register(NetPreset(
+    SkipNet,
+    dict(num_channels_down=128, num_channels_skip=4),
+    "Ulyanov et al. 2018 DIP skip net: 5 levels x 128 channels, 4-channel skips, "
+    "reflection padding, LeakyReLU",
+), name="skip")
+NETS.register(NetPreset(
+    SkipNet,
+    dict(num_channels_down=[16, 32, 64, 128, 128], num_channels_skip=4),
+    "cheaper DIP skip net for CPUs: 5 levels x [16,32,64,128,128] channels "
+    "(the defaults of skip() in the DIP repository), 4-channel skips",
+), name="skip-small")
 
 
 def list_nets() -> dict[str, str]:
     """``{preset name: one-line description}``."""
-    return {name: preset.description for name, preset in NETS.items()}
+    return NETS.describe()
 
 
 def build_net(name: str, in_channels: int, out_channels: int, **overrides: Any) -> nn.Module:
@@ -86,18 +87,22 @@ def build_net(name: str, in_channels: int, out_channels: int, **overrides: Any) 
     Raises :class:`~dipkit.errors.DipkitError` for an unknown name or keyword (the message
     lists the valid ones) and for invalid argument values.
     """
-    preset = NETS.get(name)
-    if preset is None:
-        raise DipkitError(f"unknown network {name!r}; valid names: {', '.join(NETS)}")
+    preset = NETS[name]
+    check_options(name, overrides)
+    kwargs = {**preset.kwargs, **overrides}
+    return preset.cls(in_channels, out_channels, **kwargs)
+
+
+def check_options(name: str, options: dict) -> None:
+    """Raise :class:`DipkitError` when ``options`` has keys the preset ``name`` does not take."""
+    preset = NETS[name]
     valid = preset.valid_keys()
-    unknown = sorted(set(overrides) - set(valid))
+    unknown = sorted(set(options) - set(valid))
     if unknown:
         raise DipkitError(
             f"unknown option(s) {', '.join(unknown)} for network {name!r}; "
             f"valid: {', '.join(valid)}"
         )
-    kwargs = {**preset.kwargs, **overrides}
-    return preset.cls(in_channels, out_channels, **kwargs)
 
 
 def count_parameters(net: nn.Module, trainable_only: bool = False) -> int:

@@ -7,32 +7,12 @@ register a builder in :data:`PHYSICS_BUILDERS`.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
 from ..errors import DipkitError
+from ..registry import Registry
 
 __all__ = ["build_physics", "register_physics", "PHYSICS_BUILDERS"]
-
-PHYSICS_BUILDERS: dict[str, Callable] = {}
-
-
-def register_physics(kind: str):
-    """Decorator: register ``builder(spec, *, device, dtype) -> Physics`` under ``kind``."""
-
-    def deco(fn):
-        PHYSICS_BUILDERS[kind] = fn
-        return fn
-
-    return deco
-
-
-@register_physics("ct")
-def _build_ct(spec: dict, *, device, dtype):
-    from .ct import from_spec
-
-    return from_spec(spec, device=device, dtype=dtype)
 
 
 def _load_all() -> None:
@@ -45,17 +25,28 @@ def _load_all() -> None:
             importlib.import_module(f"{__name__}.{mod.name}")
 
 
+#: operator kinds: ``kind -> builder(spec, *, device, dtype) -> Physics``
+PHYSICS_BUILDERS: Registry = Registry("operator kind", loader=_load_all)
+
+
+def register_physics(kind: str):
+    """Decorator: register ``builder(spec, *, device, dtype) -> Physics`` under ``kind``."""
+    return PHYSICS_BUILDERS.register(kind)
+
+
+@register_physics("ct")
+def _build_ct(spec: dict, *, device, dtype):
+    from .ct import from_spec
+
+    return from_spec(spec, device=device, dtype=dtype)
+
+
 def build_physics(spec: dict, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """Rebuild an operator from its spec (as stored in a problem file)."""
     kind = spec.get("kind")
-    if kind not in PHYSICS_BUILDERS:
-        _load_all()
-    if kind not in PHYSICS_BUILDERS:
-        raise DipkitError(f"unknown operator kind {kind!r} in problem spec "
-                          f"(known: {', '.join(sorted(PHYSICS_BUILDERS))})")
+    builder = PHYSICS_BUILDERS[kind]
     try:
-        return PHYSICS_BUILDERS[kind]({k: v for k, v in spec.items() if k != "kind"},
-                                      device=torch.device(device), dtype=dtype)
+        return builder({k: v for k, v in spec.items() if k != "kind"}, device=torch.device(device), dtype=dtype)
     except DipkitError:
         raise
     except (KeyError, TypeError, ValueError) as exc:

@@ -28,21 +28,29 @@ More denoisers register themselves from :mod:`dipkit.priors` sub-modules with
 
 from __future__ import annotations
 
-from typing import Callable
+import inspect
+import warnings
 
 import torch
 
 from ..errors import DipkitError
+from ..registry import Registry
 from .tv import prox_tv
 
-__all__ = ["Denoiser", "DENOISERS", "register_denoiser", "make_denoiser", "TVDenoiser", "ShrinkageDenoiser"]
+__all__ = ["Denoiser", "DENOISERS", "register_denoiser", "make_denoiser", "TVDenoiser", "ShrinkageDenoiser",
+           "DenoiserPrior", "prox_power"]
 
-DENOISERS: dict[str, type] = {}
+
+def _load_optional_denoisers() -> None:
+    from . import _load_optional_denoisers as load
+
+    load()
 
 
-def register_denoiser(cls):
-    DENOISERS[cls.name] = cls
-    return cls
+DENOISERS: Registry = Registry("denoiser", loader=_load_optional_denoisers)
+
+#: class decorator: register a denoiser class under ``cls.name``
+register_denoiser = DENOISERS.register
 
 
 class Denoiser:
@@ -94,17 +102,69 @@ class ShrinkageDenoiser(Denoiser):
 
 def make_denoiser(name: str, **options) -> Denoiser:
     """Build the denoiser ``name`` with its options; unknown names/options raise DipkitError."""
-    if name not in DENOISERS:
-        # optional modules register on import
-        from . import _load_optional_denoisers
-
-        _load_optional_denoisers()
-    if name not in DENOISERS:
-        raise DipkitError(f"unknown denoiser {name!r} (known: {', '.join(sorted(DENOISERS))})")
+    cls = DENOISERS[name]
     try:
-        return DENOISERS[name](**options)
+        return cls(**options)
     except TypeError as exc:
         raise DipkitError(f"bad options for denoiser {name!r}: {exc}") from None
 
 
-Factory = Callable[..., Denoiser]
+def prox_power(denoiser) -> int:
+    r"""How a denoiser's proximal weight grows with ``σ``: ``D(·, σ) = prox_{c σ^p φ}``.
+
+    ``p = 1`` for the TV proximal map (``λ = strength·σ``) and wavelet thresholding; ``p = 2`` for
+    the Gaussian denoisers (shrinkage, learned, BM3D, NLM: MMSE/MAP at noise level σ). A denoiser
+    class may declare it as ``prox_power``.
+    """
+    return int(getattr(denoiser, "prox_power", 1 if getattr(denoiser, "name", "") in ("tv", "wavelet") else 2))
+
+
+class DenoiserPrior:
+    """Mixin of the methods and baselines that use a denoiser: ``denoiser`` and ``denoiser_options``.
+
+    The name and the option keys are checked when the method is built; the denoiser itself is
+    built on first use (:attr:`D`, e.g. in ``setup``), so building a method is cheap. When the
+    default ``learned`` cannot be built (not registered, or its weights file is missing) the
+    method falls back to ``tv`` (the TV proximal map) with a :class:`UserWarning` and records
+    ``denoiser="tv"`` in its configuration, so a run always says which denoiser it used.
+    """
+
+    denoiser: str
+    denoiser_options: dict | None
+
+    def _init_denoiser(self, denoiser: str, denoiser_options: dict | None) -> None:
+        if denoiser_options is not None and not isinstance(denoiser_options, dict):
+            raise ValueError(f"denoiser_options must be a mapping, got {denoiser_options!r}")
+        self.denoiser = str(denoiser)
+        self.denoiser_options = None if denoiser_options is None else dict(denoiser_options)
+        cls = DENOISERS.get(self.denoiser, None)
+        if cls is None and self.denoiser != "learned":
+            raise ValueError(DENOISERS.unknown_message(self.denoiser))
+        if cls is not None and self.denoiser_options:
+            params = inspect.signature(cls.__init__).parameters
+            if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+                unknown = sorted(set(self.denoiser_options) - set(params) - {"self"})
+                if unknown:
+                    raise ValueError(f"unknown option(s) {', '.join(unknown)} for denoiser {self.denoiser!r} "
+                                     f"(known: {', '.join(k for k in params if k != 'self') or 'none'})")
+        self._D = None
+
+    @property
+    def D(self) -> Denoiser:
+        """The denoiser ``D(x, σ)`` (built on first use)."""
+        if self._D is None:
+            opts = dict(self.denoiser_options or {})
+            if self.denoiser == "learned":
+                try:
+                    self._D = make_denoiser("learned", **opts)
+                except DipkitError as exc:
+                    warnings.warn(f"denoiser 'learned' is not available ({exc}); using the TV proximal map "
+                                  "(denoiser='tv') instead", UserWarning, stacklevel=3)
+                    self.denoiser, self._D = "tv", make_denoiser("tv")
+            else:
+                self._D = make_denoiser(self.denoiser, **opts)
+        return self._D
+
+    @D.setter
+    def D(self, denoiser: Denoiser) -> None:
+        self._D = denoiser

@@ -1,4 +1,5 @@
-r"""``dipkit train-denoiser``: train the small noise-conditional DnCNN behind the ``learned`` denoiser.
+r"""Training of the small noise-conditional DnCNN behind the ``learned`` denoiser
+(the command line is ``dipkit train-denoiser``, :mod:`dipkit.cli.train`).
 
 Training data are random patches of images that ship with dipkit's dependencies and load offline
 (:func:`dipkit.io.load_sample`: scikit-image's sample images, converted to gray, and pydicom's
@@ -22,7 +23,6 @@ images. The shipped weights ``dipkit/data/denoiser_dncnn.pt`` were made this way
 
 from __future__ import annotations
 
-import argparse
 import math
 import shlex
 import time
@@ -33,10 +33,7 @@ import torch
 
 from ..errors import DipkitError
 
-__all__ = ["DESCRIPTION", "add_arguments", "run", "train", "TRAIN_IMAGES", "HELD_OUT"]
-
-DESCRIPTION = ("Train the small noise-conditional DnCNN used by the 'learned' denoiser on patches of "
-               "bundled sample images (camera, shepp-logan and ct are held apart for evaluation).")
+__all__ = ["train_denoiser", "command_line", "evaluate_held_out", "TRAIN_IMAGES", "HELD_OUT"]
 
 #: images never used for training (the denoiser benchmark and tests evaluate on them)
 HELD_OUT = ("camera", "shepp-logan", "ct")
@@ -45,30 +42,6 @@ HELD_OUT = ("camera", "shepp-logan", "ct")
 TRAIN_IMAGES = ("astronaut", "coffee", "cat", "rocket", "coins", "moon", "clock", "text", "page",
                 "brick", "grass", "gravel", "cell", "microaneurysms", "immunohistochemistry",
                 "retina", "hubble", "ct-head", "mr")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="weights file to write (.pt); a .json goes beside it")
-    parser.add_argument("--steps", type=int, default=2000, help="Adam steps (default 2000)")
-    parser.add_argument("--patch-size", type=int, default=32, help="patch side in pixels (default 32)")
-    parser.add_argument("--batch-size", type=int, default=16, help="patches per step (default 16)")
-    parser.add_argument("--sigma-range", type=float, nargs=2, default=(0.0, 55.0), metavar=("LO", "HI"),
-                        help="noise levels drawn uniformly in [LO, HI]/255 (default 0 55)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate (default 1e-3)")
-    parser.add_argument("--depth", type=int, default=8, help="convolution layers (default 8)")
-    parser.add_argument("--features", type=int, default=24, help="channels per layer (default 24)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the whole run (default 0)")
-    parser.add_argument("--images", nargs="+", default=list(TRAIN_IMAGES),
-                        help="training sample names (default: all bundled samples except "
-                             + ", ".join(HELD_OUT) + ")")
-    parser.add_argument("--scales", type=float, nargs="+", default=(1.0, 0.5),
-                        help="each image is used at these scales (default 1 0.5)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (default 500)")
-    parser.add_argument("--log-every", type=int, default=100, help="print the loss every N steps (default 100)")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--no-eval", dest="evaluate", action="store_false",
-                        help="skip the final PSNR evaluation on the held-apart images")
 
 
 def _load_images(names, scales, patch: int) -> list[torch.Tensor]:
@@ -136,44 +109,54 @@ def evaluate_held_out(net, sigmas=(15, 25, 50), size: int = 128, seed: int = 0) 
     return res
 
 
-def command_line(args) -> str:
-    """The ``dipkit train-denoiser`` command that reproduces ``args``."""
-    parts = ["dipkit", "train-denoiser", "--out", str(args.out), "--steps", str(args.steps),
-             "--patch-size", str(args.patch_size), "--batch-size", str(args.batch_size),
-             "--sigma-range", *(f"{v:g}" for v in args.sigma_range), "--lr", f"{args.lr:g}",
-             "--depth", str(args.depth), "--features", str(args.features), "--seed", str(args.seed),
-             "--images", *args.images, "--scales", *(f"{v:g}" for v in args.scales)]
-    if args.threads:
-        parts += ["--threads", str(args.threads)]
+def command_line(out, *, steps, patch_size, batch_size, sigma_range, lr, depth, features, seed, images, scales,
+                 threads=None, **_ignored) -> str:
+    """The ``dipkit train-denoiser`` command that reproduces a :func:`train_denoiser` call."""
+    parts = ["dipkit", "train-denoiser", "--out", str(out), "--steps", str(steps),
+             "--patch-size", str(patch_size), "--batch-size", str(batch_size),
+             "--sigma-range", *(f"{v:g}" for v in sigma_range), "--lr", f"{lr:g}",
+             "--depth", str(depth), "--features", str(features), "--seed", str(seed),
+             "--images", *images, "--scales", *(f"{v:g}" for v in scales)]
+    if threads:
+        parts += ["--threads", str(threads)]
     return shlex.join(parts)
 
 
-def train(args) -> dict:
-    """Train as ``args`` says (see :func:`add_arguments`); returns the JSON record that it writes."""
+def train_denoiser(out, *, steps: int = 2000, patch_size: int = 32, batch_size: int = 16,
+                   sigma_range=(0.0, 55.0), lr: float = 1e-3, depth: int = 8, features: int = 24, seed: int = 0,
+                   images=TRAIN_IMAGES, scales=(1.0, 0.5), threads: int | None = None, save_every: int = 500,
+                   log_every: int = 100, device: str = "cpu", evaluate: bool = True) -> dict:
+    """Train the DnCNN (see the module docs) and write ``out`` and ``<out stem>.json``; returns the
+    JSON record. Noise levels ``sigma_range`` are in /255 units."""
     from ..io import atomic_write, save_json
     from .learned import SmallDnCNN
 
-    if args.steps < 1 or args.patch_size < 8 or args.batch_size < 1:
+    if steps < 1 or patch_size < 8 or batch_size < 1:
         raise DipkitError("need --steps ≥ 1, --patch-size ≥ 8 and --batch-size ≥ 1")
-    lo, hi = sorted(args.sigma_range)
+    lo, hi = sorted(sigma_range)
     if lo < 0:
         raise DipkitError("--sigma-range must be ≥ 0")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    if threads:
+        torch.set_num_threads(threads)
+    images = list(images)
+    out = Path(out)
     meta_path = out.with_suffix(".json")
-    device = torch.device(args.device)
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
-    images = _load_images(args.images, args.scales, args.patch_size)
-    weights = torch.tensor([float((im.shape[0] - args.patch_size + 1) * (im.shape[1] - args.patch_size + 1))
-                            for im in images])
-    net = SmallDnCNN(depth=args.depth, features=args.features).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.steps, eta_min=args.lr / 100)
-    record = {"arch": net.arch, "command": command_line(args), "seed": args.seed, "steps": 0,
-              "patch_size": args.patch_size, "batch_size": args.batch_size, "sigma_range_255": [lo, hi],
-              "lr": args.lr, "images": list(args.images), "scales": list(args.scales),
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    patches = _load_images(images, scales, patch_size)
+    weights = torch.tensor([float((im.shape[0] - patch_size + 1) * (im.shape[1] - patch_size + 1))
+                            for im in patches])
+    net = SmallDnCNN(depth=depth, features=features).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr / 100)
+    record = {"arch": net.arch,
+              "command": command_line(out, steps=steps, patch_size=patch_size, batch_size=batch_size,
+                                      sigma_range=sigma_range, lr=lr, depth=depth, features=features, seed=seed,
+                                      images=images, scales=scales, threads=threads),
+              "seed": seed, "steps": 0,
+              "patch_size": patch_size, "batch_size": batch_size, "sigma_range_255": [lo, hi],
+              "lr": lr, "images": images, "scales": list(scales),
               "held_out": list(HELD_OUT), "torch": torch.__version__, "threads": torch.get_num_threads(),
               "device": str(device), "sigma_units": "image units ([0, 1] scale)"}
 
@@ -188,9 +171,9 @@ def train(args) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     avg = None
     net.train()
-    for step in range(1, args.steps + 1):
-        clean = _sample_batch(images, weights, args.batch_size, args.patch_size, gen)
-        sig = (lo + (hi - lo) * torch.rand(args.batch_size, 1, 1, 1, generator=gen)) / 255
+    for step in range(1, steps + 1):
+        clean = _sample_batch(patches, weights, batch_size, patch_size, gen)
+        sig = (lo + (hi - lo) * torch.rand(batch_size, 1, 1, 1, generator=gen)) / 255
         noisy = clean + sig * torch.randn(clean.shape, generator=gen)
         clean, noisy, sig = clean.to(device), noisy.to(device), sig.to(device)
         loss = (net(noisy, sig) - clean).pow(2).mean()
@@ -200,31 +183,15 @@ def train(args) -> dict:
         sched.step()
         lv = loss.item()  # training loop, not a method hook: host sync is fine here
         avg = lv if avg is None else 0.98 * avg + 0.02 * lv
-        if args.log_every and (step % args.log_every == 0 or step == 1):
+        if log_every and (step % log_every == 0 or step == 1):
             rmse = math.sqrt(max(avg, 0.0)) * 255
-            print(f"step {step}/{args.steps}  loss {avg:.3e}  (RMSE {rmse:.2f}/255)  "
+            print(f"step {step}/{steps}  loss {avg:.3e}  (RMSE {rmse:.2f}/255)  "
                   f"{time.perf_counter() - t0:.0f}s", flush=True)
-        if args.save_every and step % args.save_every == 0 and step < args.steps:
+        if save_every and step % save_every == 0 and step < steps:
             save(step, avg, time.perf_counter() - t0)
     wall = time.perf_counter() - t0
     net.cpu()
-    if getattr(args, "evaluate", True):
+    if evaluate:
         record["eval_held_out_psnr"] = evaluate_held_out(net)
-    save(args.steps, avg, wall)
+    save(steps, avg, wall)
     return record
-
-
-def run(args) -> int:
-    record = train(args)
-    print(f"wrote {args.out} ({record['steps']} steps, {record['wall_time_s']:.0f} s)")
-    return 0
-
-
-def main(argv=None) -> int:  # pragma: no cover - convenience: python -m dipkit.priors.train
-    p = argparse.ArgumentParser(prog="dipkit train-denoiser", description=DESCRIPTION)
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

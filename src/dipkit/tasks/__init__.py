@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import DipkitError
+from ..registry import Registry
 
 __all__ = ["TASKS", "Task", "register_task", "get_task", "add_gaussian_noise", "SIMULATE_OPTIONS"]
 
@@ -51,20 +52,21 @@ class Task:
     channels: str = "auto"  # "gray" for tasks that need one channel
 
 
-TASKS: dict[str, Task] = {}
+TASKS: Registry = Registry("task")
 
 
 def register_task(name: str, description: str, options: tuple[str, ...], channels: str = "auto"):
+    """Decorator: register ``simulate(image, **options)`` as task ``name``."""
+
     def deco(fn):
-        TASKS[name] = Task(name, description, fn, options, channels)
+        TASKS.register(Task(name, description, fn, options, channels))
         return fn
 
     return deco
 
 
 def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise DipkitError(f"unknown task {name!r} (choose from {', '.join(TASKS)})")
+    """The task registered as ``name``."""
     return TASKS[name]
 
 

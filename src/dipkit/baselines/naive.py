@@ -6,15 +6,16 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DipkitError
-from .baselines import Baseline
-from .registry import register
+from ..methods.registry import register
+from ..metrics import magnitude
+from .base import Baseline
 
 __all__ = ["Naive", "naive_reconstruction", "bicubic_upsample", "sample_offset"]
 
 
 def _magnitude_as_complex(x: torch.Tensor) -> torch.Tensor:
     """``[B, 2, H, W]`` (real, imag) → ``[|x|, 0]``: the magnitude in the real channel."""
-    mag = x.pow(2).sum(dim=1, keepdim=True).sqrt()
+    mag = magnitude(x)
     return torch.cat([mag, torch.zeros_like(mag)], dim=1)
 
 
@@ -50,11 +51,13 @@ def bicubic_upsample(physics, y: torch.Tensor, size: tuple[int, int]) -> torch.T
 @torch.no_grad()
 def naive_reconstruction(problem) -> torch.Tensor:
     """The direct reconstruction of :class:`Naive` for ``problem`` (``[B, C, H, W]``, ``img_shape``)."""
-    kind = problem.spec.get("kind")
-    physics, y = problem.physics, problem.y
-    c, h, w = problem.img_shape
+    return _naive(problem.spec.get("kind"), problem.physics, problem.y, problem.img_shape)
+
+
+def _naive(kind, physics, y, img_shape) -> torch.Tensor:
+    c, h, w = img_shape
     if kind == "ct":
-        from ..baselines.fbp import fbp
+        from .fbp import fbp
 
         x = fbp(physics, y)
     elif kind in ("mri", "mri-multicoil"):
@@ -110,7 +113,10 @@ class Naive(Baseline):
     reference = "Kak & Slaney 1988 (FBP); Zbontar et al., fastMRI, arXiv:1811.08839 (zero-filled)"
     algorithm = "direct (no iterations)"
 
-    default_iterations = None
+    direct = True
 
-    def reconstruct(self, problem, *, iterations=None, observer=None, observe_every=10):
-        return naive_reconstruction(problem)
+    def forward(self, state):
+        shape = state.meta.get("img_shape")
+        if shape is None or "operator_kind" not in state.meta:
+            raise DipkitError("naive needs the problem's operator kind and image shape")
+        return _naive(state.meta["operator_kind"], state.physics, state.y, tuple(shape))

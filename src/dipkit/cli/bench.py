@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import _positive_int  # the CLI's own argument type (imported lazily by dipkit.cli)
 from ..errors import DipkitError
+from .common import Verb, positive_int
 
-__all__ = ["DESCRIPTION", "add_arguments", "run"]
+__all__ = ["BENCH"]
 
 DESCRIPTION = ("Run a benchmark grid (cases × methods × seeds) from a YAML config or a shipped preset; "
                "writes one run dir per run and results.csv, results.md, psnr_curves.png, "
@@ -23,9 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="bench directory to write (required unless --list)")
     parser.add_argument("--executor", choices=["local", "ray"], default="local",
                         help="local: this machine (default); ray: one Ray task per run (pip install ray)")
-    parser.add_argument("--workers", type=_positive_int, default=1,
+    parser.add_argument("--workers", type=positive_int, default=1,
                         help="local executor: parallel worker processes (default 1: one run at a time)")
-    parser.add_argument("--threads", type=_positive_int,
+    parser.add_argument("--threads", type=positive_int,
                         help="local executor: torch threads per run (default: torch's own with one worker, "
                              "cpu_count // N with N workers)")
     parser.add_argument("--resume", action="store_true",
@@ -35,8 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from .config import list_presets, preset_path
-    from .core import run_bench
+    from ..bench import list_presets, preset_path, run_bench
 
     if args.list:
         presets = list_presets()
@@ -58,10 +57,14 @@ def run(args) -> int:
     res = run_bench(config, args.out, executor=args.executor, workers=args.workers, threads=args.threads,
                     resume=args.resume,
                     ray_address=args.ray_address, log=None if args.quiet else print)
-    from .report import markdown_table
+    from ..bench.report import markdown_table
 
     print(markdown_table(res["results"]), end="")
     n_fail = len(res["failed"])
     print(f"{len(res['ran'])} runs done, {len(res['skipped'])} reused, {n_fail} failed; "
           f"wrote {res['out']}/report.html")
     return 1 if n_fail else 0
+
+
+BENCH = Verb("run a benchmark grid (cases × methods × seeds) and write tables, plots, report", run,
+             add_arguments, DESCRIPTION)

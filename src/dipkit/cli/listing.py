@@ -1,0 +1,51 @@
+"""``dipkit methods``, ``dipkit samples``, ``dipkit nets``: the registries, one line each."""
+
+from __future__ import annotations
+
+from .common import Verb
+
+__all__ = ["METHODS", "SAMPLES", "NETS", "FAMILY_ORDER"]
+
+#: the method family's order in listings (CT paper Table 1); plug-ins follow alphabetically
+FAMILY_ORDER = ["dip", "dip-tv", "dip-tv-hqs", "dip-wtv-admm", "dip-constrained", "deepred", "dip-denoiser-hqs",
+                "dip-denoiser-admm", "dip-admm-v1", "dip-admm-v2", "self-guided", "aseqdip", "sgld",
+                "naive", "fbp", "tv", "pnp-admm"]
+
+
+def _methods(args) -> int:
+    from ..methods import METHODS as registry
+
+    names = [n for n in FAMILY_ORDER if n in registry] + sorted(n for n in registry if n not in FAMILY_ORDER)
+    width = max(len(n) for n in names)
+    for name in names:
+        cls = registry[name]
+        print(f"{name:<{width}}  {cls.description}")
+        ref = cls.reference
+        if cls.algorithm and cls.algorithm not in ref:
+            ref += f" [{cls.algorithm}]"
+        print(f"{'':<{width}}  ref: {ref}")
+    return 0
+
+
+def _table(entries: dict[str, str], width: int | None = None) -> int:
+    width = width or max(map(len, entries))
+    for name, desc in entries.items():
+        print(f"{name:<{width}}  {desc}")
+    return 0
+
+
+def _samples(args) -> int:
+    from ..io import list_samples
+
+    return _table(list_samples())
+
+
+def _nets(args) -> int:
+    from ..nets import list_nets
+
+    return _table(list_nets(), 11)
+
+
+METHODS = Verb("list the methods with a one-line description and reference", _methods)
+SAMPLES = Verb("list the bundled sample images", _samples)
+NETS = Verb("list the network presets", _nets)

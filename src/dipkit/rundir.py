@@ -1,0 +1,196 @@
+"""The run directory: what one run writes, how it is read back, and when it is complete.
+
+Used by ``dipkit reconstruct`` (:mod:`dipkit.runner`) and ``dipkit bench`` (:mod:`dipkit.bench`).
+Every file is written atomically (temporary file + rename); ``metrics.json`` is written last, so its
+presence marks a complete run.
+
+=========================  =====================================================================
+file                       content
+=========================  =====================================================================
+``reconstruction.npy``     the result ``[C, H, W]`` float32: the early-stopped estimate when a
+                           stopping rule selected one, else the final one
+``reconstruction.png``     the same as an image (the magnitude for a 2-channel complex image)
+``estimates.npz``          ``final``, and when available ``early_stop`` and ``peak`` (oracle)
+``config.yaml``            the run's configuration (rerun with ``--config``)
+``history.csv``            ``step, loss, <terms…>[, psnr, ssim]`` every ``log_every`` steps; the
+                           last row is the final step
+``psnr_curve.png``         PSNR vs iteration with the peak and early-stop marks (ground truth known)
+``metrics.json``           the run's summary (:class:`RunResult`), written last
+``error.txt``              only for a failed bench run: the traceback
+=========================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import DipkitError
+from .io import atomic_write, save_figure, save_json, save_npy, save_png, save_text, save_yaml
+from .metrics import magnitude
+
+__all__ = ["RunResult", "RECONSTRUCTION", "RECONSTRUCTION_PNG", "ESTIMATES", "CONFIG", "HISTORY", "PSNR_CURVE",
+           "METRICS", "ERROR", "write_run_dir", "read_metrics", "read_history", "read_estimates",
+           "read_config", "read_error", "write_error", "clear_status", "is_complete"]
+
+RECONSTRUCTION = "reconstruction.npy"
+RECONSTRUCTION_PNG = "reconstruction.png"
+ESTIMATES = "estimates.npz"
+CONFIG = "config.yaml"
+HISTORY = "history.csv"
+PSNR_CURVE = "psnr_curve.png"
+METRICS = "metrics.json"
+ERROR = "error.txt"
+
+
+class RunResult(dict):
+    """The ``metrics.json`` dictionary, with the tensors of the run as attributes.
+
+    ``reconstruction`` (``[B, C, H, W]``), ``estimates`` (``{"final", "early_stop"?, "peak"?}``),
+    ``history`` (``{column: list}``) and ``config`` (the run configuration as a dict).
+    """
+
+    reconstruction: torch.Tensor
+    estimates: dict
+    history: dict
+    config: dict
+
+
+# ---------------------------------------------------------------------- writing
+def _to_image(x: torch.Tensor) -> np.ndarray:
+    return x.detach()[0].to(torch.float32).cpu().numpy()
+
+
+def write_run_dir(out: str | Path, result: RunResult) -> Path:
+    """Write ``result`` into the run directory ``out`` (created if missing); ``metrics.json`` last."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DipkitError(f"cannot create output directory {out}: {exc.strerror}") from None
+    recon = _to_image(result.reconstruction)
+    save_npy(out / RECONSTRUCTION, recon)
+    save_png(out / RECONSTRUCTION_PNG, magnitude(recon) if recon.shape[0] == 2 else recon)
+    with atomic_write(out / ESTIMATES, "wb") as fh:
+        np.savez(fh, **{k: _to_image(v) for k, v in result.estimates.items() if v is not None})
+    save_yaml(out / CONFIG, result.config)
+    hist = result.history
+    cols = ["step"] + [c for c in hist if c != "step"]
+    buf = _io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(cols)
+    for i in range(len(hist["step"])):
+        w.writerow([hist["step"][i]] + [f"{hist[c][i]:.8g}" for c in cols[1:]])
+    save_text(out / HISTORY, buf.getvalue())
+    if hist.get("psnr"):
+        _plot_psnr(out / PSNR_CURVE, result)
+    save_json(out / METRICS, dict(result))
+    return out
+
+
+def _plot_psnr(path: Path, result: RunResult) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = result.history
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    ax.plot(h["step"], h["psnr"], lw=1.2, label=result["method"])
+    if result["peak"]["iteration"] is not None:
+        ax.axvline(result["peak"]["iteration"], color="g", ls="--", lw=0.8,
+                   label=f"peak {result['peak']['psnr']:.2f} dB")
+    es = result.get("early_stop")
+    if es and es.get("iteration") is not None and es.get("psnr") is not None:
+        ax.axvline(es["iteration"], color="r", ls="--", lw=0.8, label=f"early stop {es['psnr']:.2f} dB")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("PSNR [dB]")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(path, fig)
+    plt.close(fig)
+
+
+def write_error(run_dir: str | Path, text: str) -> None:
+    """Record a failed run (``error.txt``)."""
+    save_text(Path(run_dir) / ERROR, text)
+
+
+def clear_status(run_dir: str | Path) -> None:
+    """Remove ``metrics.json`` and ``error.txt`` before a run is (re)done, so no stale status remains."""
+    for name in (METRICS, ERROR):
+        (Path(run_dir) / name).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------- reading
+def read_metrics(run_dir: str | Path) -> dict | None:
+    """``metrics.json`` of a complete run, or None (missing or unreadable)."""
+    try:
+        data = json.loads((Path(run_dir) / METRICS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_config(run_dir: str | Path) -> dict | None:
+    """``config.yaml`` as a dict, or None."""
+    import yaml
+
+    try:
+        data = yaml.safe_load((Path(run_dir) / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_history(run_dir: str | Path) -> dict[str, np.ndarray] | None:
+    """``history.csv`` as ``{column: float array}`` (empty cells and ``nan`` as NaN), or None."""
+    try:
+        with open(Path(run_dir) / HISTORY, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except OSError:
+        return None
+    if len(rows) < 2:
+        return None
+    try:
+        return {h: np.array([float(r[i]) if r[i] not in ("", "nan") else np.nan for r in rows[1:]])
+                for i, h in enumerate(rows[0])}
+    except (ValueError, IndexError):
+        return None
+
+
+def read_estimates(run_dir: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of ``estimates.npz`` (``final``, ``early_stop``, ``peak`` when present); {} if unreadable."""
+    try:
+        with np.load(Path(run_dir) / ESTIMATES, allow_pickle=False) as z:
+            return {k: np.array(z[k]) for k in z.files}
+    except (OSError, ValueError):
+        return {}
+
+
+def read_error(run_dir: str | Path) -> str | None:
+    """The last non-empty line of ``error.txt``, or None when there is none."""
+    try:
+        lines = [ln.strip() for ln in (Path(run_dir) / ERROR).read_text(encoding="utf-8").splitlines()]
+    except OSError:
+        return None
+    lines = [ln for ln in lines if ln]
+    return lines[-1] if lines else "failed"
+
+
+def is_complete(run_dir: str | Path, config: dict[str, Any] | None = None) -> bool:
+    """``metrics.json`` exists and, when ``config`` is given, ``config.yaml`` holds that configuration."""
+    if not (Path(run_dir) / METRICS).is_file():
+        return False
+    if config is None:
+        return True
+    import yaml
+
+    return read_config(run_dir) == yaml.safe_load(yaml.safe_dump(config, sort_keys=False))
