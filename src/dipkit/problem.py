@@ -74,8 +74,10 @@ class Problem:
 
     @property
     def noise_sigma(self) -> float | None:
-        s = self.meta.get("noise_sigma")
-        return None if s is None else float(s)
+        """The measurement's noise std when the problem knows it (``meta["noise_sigma"]``), else None."""
+        from .physics.noise import known_sigma
+
+        return known_sigma(self.meta)
 
     def state_meta(self) -> dict:
         """What a run knows about the problem besides the operator and ``y``: ``meta`` plus the

@@ -193,6 +193,14 @@ def load_bench_config(path: str | Path) -> BenchConfig:
                               source=str(path))
 
 
+def _entries(data: dict, key: str, source: str):
+    """``(where, entry)`` for each entry of the non-empty list ``data[key]``."""
+    raw = data.get(key)
+    if not isinstance(raw, list) or not raw:
+        raise DipkitError(f"{source}: '{key}' must be a non-empty list")
+    return [(f"{source}: {key}[{i}]", entry) for i, entry in enumerate(raw)]
+
+
 def _check_keys(obj: Any, allowed: tuple[str, ...], where: str) -> dict:
     if obj is None:
         return {}
@@ -277,12 +285,8 @@ def parse_bench_config(data: Any, *, base_dir: str | Path = ".", source: str = "
                             f"{source}: defaults")
 
     # ---- cases
-    raw_cases = data.get("cases")
-    if not isinstance(raw_cases, list) or not raw_cases:
-        raise DipkitError(f"{source}: 'cases' must be a non-empty list")
     cases: list[CaseSpec] = []
-    for i, entry in enumerate(raw_cases):
-        where = f"{source}: cases[{i}]"
+    for where, entry in _entries(data, "cases", source):
         _check_keys(entry, CASE_KEYS, where)
         if not entry:
             raise DipkitError(f"{where}: empty case")
@@ -334,12 +338,8 @@ def parse_bench_config(data: Any, *, base_dir: str | Path = ".", source: str = "
         raise DipkitError(f"{source}: repeated case name(s) {', '.join(dup)} (give each case a distinct 'name')")
 
     # ---- methods
-    raw_methods = data.get("methods")
-    if not isinstance(raw_methods, list) or not raw_methods:
-        raise DipkitError(f"{source}: 'methods' must be a non-empty list")
     methods: list[MethodSpec] = []
-    for i, entry in enumerate(raw_methods):
-        where = f"{source}: methods[{i}]"
+    for where, entry in _entries(data, "methods", source):
         if isinstance(entry, str):
             entry = {"method": entry}
         _check_keys(entry, METHOD_KEYS, where)

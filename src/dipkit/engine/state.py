@@ -70,12 +70,6 @@ class State:
     def device(self) -> torch.device:
         return self.y.device
 
-    @property
-    def noise_sigma(self) -> float | None:
-        """The measurement's noise std when the problem knows it (``meta["noise_sigma"]``), else None."""
-        s = self.meta.get("noise_sigma")
-        return None if s is None else float(s)
-
     def image_like(self) -> torch.Tensor:
         r"""Zeros shaped like the reconstruction ``[B, C, H, W]`` (the shape of :math:`A^\top y`)."""
         with torch.no_grad():

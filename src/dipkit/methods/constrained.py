@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ..physics.noise import estimate_noise_sigma
+from ..physics.noise import estimate_noise_sigma, known_sigma
 from ..priors.tv import tv
 from .base import Method, data_fidelity
 from .registry import register
@@ -48,7 +48,7 @@ class DIPConstrained(Method):
     CT paper's description (alternating proximal gradient descent–ascent).
 
     σ: ``sigma`` when given; else the problem's known noise level (``meta['noise_sigma']``, which
-    simulated problems store; :attr:`dipkit.engine.State.noise_sigma`); else
+    simulated problems store; ``state.meta``); else
     :func:`~dipkit.physics.noise.estimate_noise_sigma` of ``y`` (MAD of a high-pass; it tends to
     overestimate σ on coarse sinograms, i.e. to over-regularise). ``state.aux``: ``lam`` (λ, ``[B]``), ``bound``
     (c = τσ²m, ``[B]``). Loss terms: ``data`` = ½‖Ax̃ − y‖², ``tv`` = TV_ε(x̃)/λ.
@@ -95,7 +95,7 @@ class DIPConstrained(Method):
             return
         y = state.y
         B = y.shape[0]
-        known = self.sigma if self.sigma is not None else state.noise_sigma
+        known = self.sigma if self.sigma is not None else known_sigma(state.meta)
         if known is None:
             sigma = estimate_noise_sigma(y)
         else:

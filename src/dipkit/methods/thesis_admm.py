@@ -29,6 +29,11 @@ class ThesisADMM(NetworkDenoiserMethod):
     pending dual update of iteration :math:`t-1` with :math:`G(\theta_t)`, then the
     :math:`x`-step of iteration :math:`t`, and the θ-step follows. The sequence of operations is
     exactly the box's; only the last dual update (which does not change the output) is not made.
+
+    Parameters shared by v1 and v2: ``denoiser`` (default ``learned``, falling back to ``tv``;
+    :mod:`dipkit.methods._denoising`), ``denoiser_options`` (its keyword options), ``lr`` (Adam
+    learning rate β; thesis §3.3: 1e-3) and ``ema`` (EMA decay of the output; thesis §4.2 smooths
+    with 0.9).
     """
 
     inner_steps = 0
@@ -97,10 +102,8 @@ class DIPADMMv1(ThesisADMM):
     :param ista_steps: N, ISTA iterations per x-step (the thesis leaves N open and reports it
         "does not have much influence"); default 5.
     :param fista: FISTA instead of ISTA in the x-step.
-    :param denoiser: denoiser name (default ``learned``, falling back to ``tv``; module docs).
-    :param denoiser_options: keyword options of the denoiser.
-    :param lr: Adam learning rate β (thesis §3.3: 1e-3).
-    :param ema: EMA decay of the output (thesis §4.2 smooths with 0.9).
+
+    ``denoiser``, ``denoiser_options``, ``lr``, ``ema``: as :class:`ThesisADMM`.
 
     Reference: "Hybrid deep image prior and ADMM" thesis, §3.2.1, Algorithm 1, §3.3.
     """
@@ -172,10 +175,8 @@ class DIPADMMv2(ThesisADMM):
     :param rho: ρ, relative to :math:`\|A\|^2` (module docs); thesis §3.3: 1.
     :param denoiser_sigma: σ of :math:`\mathrm{prox}_{R/\rho} = D_\sigma`; thesis §3.3: TV prox
         weight 0.01 (BM3D: 0.05, NLM: 0.01; for ‖A‖ = 1); adapted: 0.002 (module docs).
-    :param denoiser: denoiser name (default ``learned``, falling back to ``tv``; module docs).
-    :param denoiser_options: keyword options of the denoiser.
-    :param lr: Adam learning rate β (thesis §3.3: 1e-3).
-    :param ema: EMA decay of the output (thesis §4.2 smooths with 0.9).
+
+    ``denoiser``, ``denoiser_options``, ``lr``, ``ema``: as :class:`ThesisADMM`.
 
     Reference: "Hybrid deep image prior and ADMM" thesis, §3.2.2, Algorithm 2, §3.3.
     """

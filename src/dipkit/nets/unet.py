@@ -122,16 +122,22 @@ def _check_input(x: torch.Tensor, in_channels: int, net: str) -> None:
         )
 
 
+def _stage(conv: nn.Module, out_ch: int, groups: int, use_norm: bool, activation) -> list[nn.Module]:
+    """``conv -> [GroupNorm(groups)] -> act`` as a list of layers."""
+    layers = [conv]
+    if use_norm:
+        layers.append(_group_norm(out_ch, groups))
+    layers.append(_make_act(activation))
+    return layers
+
+
 class _InBlock(nn.Module):
     """conv3x3 -> GroupNorm(2) -> act, at full resolution."""
 
     def __init__(self, in_ch, out_ch, k, use_norm, activation, padding_mode):
         super().__init__()
-        layers: list[nn.Module] = [_PadConv(in_ch, out_ch, k, 1, padding_mode)]
-        if use_norm:
-            layers.append(_group_norm(out_ch, 2))
-        layers.append(_make_act(activation))
-        self.conv = nn.Sequential(*layers)
+        self.conv = nn.Sequential(*_stage(_PadConv(in_ch, out_ch, k, 1, padding_mode), out_ch, 2, use_norm,
+                                          activation))
 
     def forward(self, x):
         return self.conv(x)
@@ -142,14 +148,9 @@ class _DownBlock(nn.Module):
 
     def __init__(self, in_ch, out_ch, k, use_norm, activation, padding_mode):
         super().__init__()
-        layers: list[nn.Module] = [_PadConv(in_ch, out_ch, k, 2, padding_mode)]
-        if use_norm:
-            layers.append(_group_norm(out_ch, 4))
-        layers += [_make_act(activation), _PadConv(out_ch, out_ch, k, 1, padding_mode)]
-        if use_norm:
-            layers.append(_group_norm(out_ch, 4))
-        layers.append(_make_act(activation))
-        self.conv = nn.Sequential(*layers)
+        first = _stage(_PadConv(in_ch, out_ch, k, 2, padding_mode), out_ch, 4, use_norm, activation)
+        second = _stage(_PadConv(out_ch, out_ch, k, 1, padding_mode), out_ch, 4, use_norm, activation)
+        self.conv = nn.Sequential(*first, *second)
 
     def forward(self, x):
         return self.conv(x)
@@ -166,22 +167,13 @@ class _UpBlock(nn.Module):
         super().__init__()
         self.skip_ch = skip_ch
         self.upsample = upsample
+        self.skip_conv: nn.Module | None = None
         if skip_ch > 0:
-            sk: list[nn.Module] = [nn.Conv2d(enc_ch, skip_ch, kernel_size=1)]
-            if use_norm:
-                sk.append(_group_norm(skip_ch, 1))
-            sk.append(_make_act(activation))
-            self.skip_conv: nn.Module | None = nn.Sequential(*sk)
-        else:
-            self.skip_conv = None
-        layers: list[nn.Module] = [_PadConv(in_ch + skip_ch, out_ch, k, 1, padding_mode)]
-        if use_norm:
-            layers.append(_group_norm(out_ch, 4))
-        layers += [_make_act(activation), _PadConv(out_ch, out_ch, k, 1, padding_mode)]
-        if use_norm:
-            layers.append(_group_norm(out_ch, 4))
-        layers.append(_make_act(activation))
-        self.conv = nn.Sequential(*layers)
+            self.skip_conv = nn.Sequential(*_stage(nn.Conv2d(enc_ch, skip_ch, kernel_size=1), skip_ch, 1, use_norm,
+                                                   activation))
+        first = _stage(_PadConv(in_ch + skip_ch, out_ch, k, 1, padding_mode), out_ch, 4, use_norm, activation)
+        second = _stage(_PadConv(out_ch, out_ch, k, 1, padding_mode), out_ch, 4, use_norm, activation)
+        self.conv = nn.Sequential(*first, *second)
 
     def forward(self, x, enc):
         # The handbook code uses align_corners=True for its non-nearest modes.

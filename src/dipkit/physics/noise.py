@@ -6,7 +6,13 @@ import math
 
 import torch
 
-__all__ = ["estimate_noise_sigma"]
+__all__ = ["estimate_noise_sigma", "known_sigma"]
+
+
+def known_sigma(meta: dict) -> float | None:
+    """The measurement's noise std recorded in a problem's metadata (``meta["noise_sigma"]``), or None."""
+    s = (meta or {}).get("noise_sigma")
+    return None if s is None else float(s)
 
 
 def estimate_noise_sigma(y: torch.Tensor) -> torch.Tensor:

@@ -92,11 +92,14 @@ def _noise(noise_std, noise_level, default_std):
     return noise_std, noise_level
 
 
-def _problem(physics, x, y, sigma, *, task, seed, noise_std, noise_level, **meta) -> Problem:
-    spec = dict(physics.spec)
+def _simulate(task, physics, x, *, default_std, seed, noise_std, noise_level, support=None, **meta) -> Problem:
+    """Measure ``x`` with ``physics`` plus the task's noise (its default when none is given)."""
+    noise_std, noise_level = _noise(noise_std, noise_level, default_std)
+    y, sigma = simulate_measurement(physics, x, seed=seed, noise_std=noise_std, noise_level=noise_level,
+                                    support=support)
     full = {"task": task, "noise_std": noise_std, "noise_level": noise_level, "noise_sigma": sigma,
             "seed": int(seed), "img_shape": [int(s) for s in x.shape[1:]], **meta}
-    return Problem(physics=physics, y=y, spec=spec, x_true=x, meta=full)
+    return Problem(physics=physics, y=y, spec=dict(physics.spec), x_true=x, meta=full)
 
 
 # ---------------------------------------------------------------------- denoise
@@ -107,9 +110,8 @@ def simulate_denoise(image, *, noise_std=None, noise_level=None, seed=0, device=
 
     x = image_tensor(image, dtype=dtype, device=device, task="denoise")
     physics = IdentityOp(list(x.shape[1:]), device=device, dtype=dtype)
-    noise_std, noise_level = _noise(noise_std, noise_level, 25 / 255)
-    y, sigma = simulate_measurement(physics, x, seed=seed, noise_std=noise_std, noise_level=noise_level)
-    return _problem(physics, x, y, sigma, task="denoise", seed=seed, noise_std=noise_std, noise_level=noise_level)
+    return _simulate("denoise", physics, x, default_std=25 / 255, seed=seed, noise_std=noise_std,
+                     noise_level=noise_level)
 
 
 # ---------------------------------------------------------------------- inpaint
@@ -128,11 +130,8 @@ def simulate_inpaint(image, *, missing=None, box_ratio=None, noise_std=None, noi
     else:
         physics = InpaintingOp(list(x.shape[1:]), mask="box", box_ratio=0.25 if box_ratio is None else box_ratio,
                                device=device, dtype=dtype)
-    noise_std, noise_level = _noise(noise_std, noise_level, 0.0)
-    y, sigma = simulate_measurement(physics, x, seed=seed, noise_std=noise_std, noise_level=noise_level,
-                                    support=physics.mask)
-    return _problem(physics, x, y, sigma, task="inpaint", seed=seed, noise_std=noise_std, noise_level=noise_level,
-                    mask=physics.spec["mask"], missing_fraction=physics.missing_fraction)
+    return _simulate("inpaint", physics, x, default_std=0.0, seed=seed, noise_std=noise_std, noise_level=noise_level,
+                     support=physics.mask, mask=physics.spec["mask"], missing_fraction=physics.missing_fraction)
 
 
 # ---------------------------------------------------------------------- deblur
@@ -143,10 +142,8 @@ def simulate_deblur(image, *, kernel_std=1.6, kernel_size=None, noise_std=None, 
 
     x = image_tensor(image, dtype=dtype, device=device, task="deblur")
     physics = BlurOp(list(x.shape[1:]), kernel_std=kernel_std, kernel_size=kernel_size, device=device, dtype=dtype)
-    noise_std, noise_level = _noise(noise_std, noise_level, 0.01)
-    y, sigma = simulate_measurement(physics, x, seed=seed, noise_std=noise_std, noise_level=noise_level)
-    return _problem(physics, x, y, sigma, task="deblur", seed=seed, noise_std=noise_std, noise_level=noise_level,
-                    kernel_std=physics.spec["kernel_std"], kernel_size=physics.spec["kernel_size"])
+    return _simulate("deblur", physics, x, default_std=0.01, seed=seed, noise_std=noise_std, noise_level=noise_level,
+                     kernel_std=physics.spec["kernel_std"], kernel_size=physics.spec["kernel_size"])
 
 
 # ---------------------------------------------------------------------- superres
@@ -158,31 +155,15 @@ def simulate_superres(image, *, factor=4, filter="bicubic", noise_std=None, nois
 
     x = image_tensor(image, dtype=dtype, device=device, task="superres")
     physics = DownsamplingOp(list(x.shape[1:]), factor=factor, filter=filter, device=device, dtype=dtype)
-    noise_std, noise_level = _noise(noise_std, noise_level, 0.0)
-    y, sigma = simulate_measurement(physics, x, seed=seed, noise_std=noise_std, noise_level=noise_level)
-    return _problem(physics, x, y, sigma, task="superres", seed=seed, noise_std=noise_std, noise_level=noise_level,
-                    factor=physics.spec["factor"], filter=physics.spec["filter"])
+    return _simulate("superres", physics, x, default_std=0.0, seed=seed, noise_std=noise_std,
+                     noise_level=noise_level, factor=physics.spec["factor"], filter=physics.spec["filter"])
 
 
 # ---------------------------------------------------------------------- registration
-@register_task("denoise", "denoising: y = x + σε (default σ = 25/255), gray or RGB", NOISE)
-def _denoise(image, *, seed=0, device="cpu", **options):
-    return simulate_denoise(image, seed=seed, device=device, **options)
-
-
-@register_task("inpaint", "inpainting: central box (--box-ratio, default 0.25) or random pixels (--missing)",
-               ("missing", "box_ratio") + NOISE)
-def _inpaint(image, *, seed=0, device="cpu", **options):
-    return simulate_inpaint(image, seed=seed, device=device, **options)
-
-
-@register_task("deblur", "Gaussian deblurring (--kernel-std 1.6, --kernel-size, default noise σ = 0.01)",
-               ("kernel_std", "kernel_size") + NOISE)
-def _deblur(image, *, seed=0, device="cpu", **options):
-    return simulate_deblur(image, seed=seed, device=device, **options)
-
-
-@register_task("superres", "super-resolution: --factor (default 4) down-sampling with --filter (default bicubic)",
-               ("factor", "filter") + NOISE)
-def _superres(image, *, seed=0, device="cpu", **options):
-    return simulate_superres(image, seed=seed, device=device, **options)
+register_task("denoise", "denoising: y = x + σε (default σ = 25/255), gray or RGB", NOISE)(simulate_denoise)
+register_task("inpaint", "inpainting: central box (--box-ratio, default 0.25) or random pixels (--missing)",
+              ("missing", "box_ratio") + NOISE)(simulate_inpaint)
+register_task("deblur", "Gaussian deblurring (--kernel-std 1.6, --kernel-size, default noise σ = 0.01)",
+              ("kernel_std", "kernel_size") + NOISE)(simulate_deblur)
+register_task("superres", "super-resolution: --factor (default 4) down-sampling with --filter (default bicubic)",
+              ("factor", "filter") + NOISE)(simulate_superres)
