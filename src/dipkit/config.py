@@ -11,6 +11,8 @@ Override keys (``--set key=value``, values parsed as YAML scalars):
 * ``input.kind``, ``input.channels``, ``input.std``, ``input.perturb``;
 * ``early_stop.rule``, ``early_stop.window``, ``early_stop.patience``, ``early_stop.delta``
   (``es.`` is accepted as a short prefix);
+* ``validation.fraction``, ``validation.seed``, ``validation.refit`` (the held-out split of the
+  ``val`` rule);
 * anything else is a hyper-parameter of the method (e.g. ``lr``, ``alpha``, ``ema``), checked
   against the method's signature.
 """
@@ -26,7 +28,8 @@ import yaml
 
 from .errors import DipkitError
 
-__all__ = ["RunConfig", "NetConfig", "InputConfig", "EarlyStopConfig", "parse_overrides", "load_config",
+__all__ = ["RunConfig", "NetConfig", "InputConfig", "EarlyStopConfig", "ValidationConfig", "parse_overrides",
+           "load_config",
            "load_yaml", "yaml_loads"]
 
 
@@ -70,7 +73,7 @@ class NetConfig:
 
 @dataclass
 class InputConfig:
-    kind: str = "noise"
+    kind: str = "auto"  # auto: per task (dipkit.inputs.resolve_input_kind)
     channels: int | None = None
     std: float = 0.1
     perturb: float = 0.0
@@ -78,10 +81,19 @@ class InputConfig:
 
 @dataclass
 class EarlyStopConfig:
-    rule: str | None = None  # "wmv" or "wmv:record"
+    rule: str | None = None  # "wmv", "val", "wmv:record", "val,wmv:record", … (dipkit.stopping)
     window: int = 100
     patience: int = 1000
     delta: float = 0.99
+
+
+@dataclass
+class ValidationConfig:
+    """The held-out split of the ``val`` rule (:mod:`dipkit.physics.split`)."""
+
+    fraction: float = 0.05  # share of the measured entries held out
+    seed: int = 0  # seed of the split (the same split for every run seed)
+    refit: bool = False  # after the val pick at step k*, rerun on all data for k* steps
 
 
 @dataclass
@@ -97,6 +109,7 @@ class RunConfig:
     net: NetConfig = field(default_factory=NetConfig)
     input: InputConfig = field(default_factory=InputConfig)
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,7 +125,7 @@ class RunConfig:
         if not isinstance(data, dict):
             raise DipkitError(f"{source}: expected a mapping at the top level")
         for key, value in data.items():
-            if key in ("net", "input", "early_stop") and isinstance(value, dict):
+            if key in ("net", "input", "early_stop", "validation") and isinstance(value, dict):
                 for k, v in value.items():
                     self.set(f"{key}.{k}", v, source=source)
             elif key == "params":
@@ -139,7 +152,7 @@ class RunConfig:
                 else:
                     self.net.options[sub] = value
                 return
-            if section in ("input", "early_stop"):
+            if section in ("input", "early_stop", "validation"):
                 obj = getattr(self, section)
                 names = {f.name for f in fields(obj)}
                 if sub not in names:
@@ -161,7 +174,7 @@ class RunConfig:
                 raise DipkitError(f"{source}: {key!r}: parameter {section!r} is not a mapping")
             current[sub] = value
             return
-        top = {f.name for f in fields(self)} - {"params", "net", "input", "early_stop"}
+        top = {f.name for f in fields(self)} - {"params", "net", "input", "early_stop", "validation"}
         if key in top:
             default = 0 if key == "iterations" else getattr(RunConfig(), key)
             setattr(self, key, _coerce(key, value, default))
@@ -183,7 +196,7 @@ class RunConfig:
         from .inputs import INPUTS
         from .methods import make_method
         from .nets import check_options
-        from .stopping import parse_rule
+        from .stopping import parse_rules
 
         method = make_method(self.method, **self.params)
         if self.iterations is not None and int(self.iterations) <= 0:
@@ -197,15 +210,18 @@ class RunConfig:
         if not isinstance(self.fov_mask, bool):
             raise DipkitError(f"fov_mask must be true or false, got {self.fov_mask!r}")
         check_options(self.net.name, self.net.options)
-        INPUTS[self.input.kind]
+        if self.input.kind != "auto":
+            INPUTS[self.input.kind]
         if self.input.channels is not None and int(self.input.channels) <= 0:
             raise DipkitError(f"input.channels must be positive, got {self.input.channels}")
         if self.input.std < 0 or self.input.perturb < 0:
             raise DipkitError("input.std and input.perturb must be ≥ 0")
-        parse_rule(self.early_stop.rule)
+        parse_rules(self.early_stop.rule)
         es = self.early_stop
         if int(es.window) < 1 or int(es.patience) < 0 or not float(es.delta) > 0:
             raise DipkitError("early_stop needs window ≥ 1, patience ≥ 0, delta > 0")
+        if not 0.0 < float(self.validation.fraction) <= 0.5:
+            raise DipkitError(f"validation.fraction must be in (0, 0.5], got {self.validation.fraction}")
         return method
 
 

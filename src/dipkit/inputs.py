@@ -11,6 +11,10 @@ informative ones (an FBP or another classical reconstruction). Each kind here re
 * ``adjoint``  — :math:`A^\top y`, divided by its largest magnitude per sample (``A`` is not
   normalised, so the raw back-projection can be thousands of times larger than the image).
 
+``auto`` (the default of a run's ``input.kind``) is resolved per task by
+:func:`resolve_input_kind`: the direct reconstruction (``fbp``) for CT and MRI, where it is an
+informative image, and ``noise`` for the image-restoration tasks (see :data:`AUTO_INPUT`).
+
 *Input perturbation* (Ulyanov et al.'s ``reg_noise_std``) adds fresh noise
 :math:`\sigma_p\,\varepsilon_k` to ``z`` at every step; it is applied by the method's
 ``forward`` using the run's generator, see :func:`perturb`.
@@ -23,7 +27,7 @@ import torch
 from .errors import DipkitError
 from .registry import Registry
 
-__all__ = ["INPUTS", "make_input", "perturb"]
+__all__ = ["INPUTS", "make_input", "perturb", "resolve_input_kind", "AUTO_INPUT"]
 
 #: input kinds: ``name -> builder(problem, *, channels, std, generator)``
 INPUTS: Registry = Registry("input kind")
@@ -55,6 +59,17 @@ def _adjoint(problem, *, channels, std, generator):
     from .physics.linalg import normalised_adjoint
 
     return normalised_adjoint(problem.physics, problem.y)
+
+
+#: what ``input.kind = auto`` means, by the problem's operator kind (others: ``noise``)
+AUTO_INPUT: dict[str, str] = {"ct": "fbp", "mri": "fbp", "mri-multicoil": "fbp"}
+
+
+def resolve_input_kind(kind: str, problem) -> str:
+    """``kind``, or for ``auto`` the input that works best for the problem's task (:data:`AUTO_INPUT`)."""
+    if kind != "auto":
+        return kind
+    return AUTO_INPUT.get(str(problem.spec.get("kind", "")), "noise")
 
 
 def make_input(kind: str, problem, *, generator: torch.Generator, channels: int | None = None,

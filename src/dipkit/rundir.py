@@ -11,7 +11,8 @@ file                       content
                            stopping rule selected one, else the final one
 ``reconstruction.png``     the same as an image (the magnitude for a 2-channel complex image)
 ``estimates.npz``          ``final``, and when available ``early_stop`` and ``peak`` (oracle)
-``config.yaml``            the run's configuration (rerun with ``--config``)
+``config.yaml``            the run's configuration with every default resolved (rerun with
+                           ``--config``)
 ``history.csv``            ``step, loss, <terms…>[, psnr, ssim]`` every ``log_every`` steps; the
                            last row is the final step
 ``psnr_curve.png``         PSNR vs iteration with the peak and early-stop marks (ground truth known)
@@ -186,11 +187,13 @@ def read_error(run_dir: str | Path) -> str | None:
 
 
 def is_complete(run_dir: str | Path, config: dict[str, Any] | None = None) -> bool:
-    """``metrics.json`` exists and, when ``config`` is given, ``config.yaml`` holds that configuration."""
-    if not (Path(run_dir) / METRICS).is_file():
+    """``metrics.json`` exists and, when ``config`` is given, the run was asked for with that
+    configuration (``metrics.json``'s ``request``; ``config.yaml`` holds the resolved one)."""
+    metrics = read_metrics(run_dir)
+    if metrics is None:
         return False
     if config is None:
         return True
     import yaml
 
-    return read_config(run_dir) == yaml.safe_load(yaml.safe_dump(config, sort_keys=False))
+    return metrics.get("request") == json.loads(json.dumps(yaml.safe_load(yaml.safe_dump(config, sort_keys=False))))

@@ -19,7 +19,7 @@ __all__ = ["HistoryRecorder"]
 
 
 class HistoryRecorder(Callback):
-    """Buffer ``step, loss, <terms…>, [psnr, ssim]`` every ``every`` steps.
+    """Buffer ``step, loss, <terms…>, <state.metrics…>, [psnr, ssim]`` every ``every`` steps.
 
     :param every: sampling interval ``k`` in steps (≥ 1).
     :param x_true: optional ground truth ``[B, C, H, W]`` for PSNR/SSIM.
@@ -34,6 +34,7 @@ class HistoryRecorder(Callback):
         self.every = int(every)
         self.x_true, self.mask, self.data_range = x_true, mask, data_range
         self.columns: list[str] | None = None
+        self._metrics: list[str] = []
         self.steps: list[int] = []
         self._pending: list[torch.Tensor] = []
         self._rows: list[list[float]] = []
@@ -56,10 +57,12 @@ class HistoryRecorder(Callback):
     def _sample(self, state):
         terms = state.terms
         if self.columns is None:
-            self.columns = ["loss", *terms.keys()]
+            self.columns = ["loss", *terms.keys(), *state.metrics.keys()]
+            self._metrics = list(state.metrics.keys())
             if self.x_true is not None:
                 self.columns += ["psnr", "ssim"]
-        vals = [state.loss.float().mean(), *(t.float().mean() for t in terms.values())]
+        vals = [state.loss.float().mean(), *(t.float().mean() for t in terms.values()),
+                *(state.metrics[k].float().mean() for k in self._metrics)]
         if self.x_true is not None and state.estimate is not None:
             est = state.estimate
             p = psnr(est, self.x_true, data_range=self.data_range, mask=self.mask)
@@ -106,7 +109,7 @@ class HistoryRecorder(Callback):
 
     def state_dict(self):
         self.read()
-        return {"columns": self.columns, "steps": list(self.steps), "rows": [list(r) for r in self._rows],
+        return {"columns": self.columns, "metrics": list(self._metrics), "steps": list(self.steps), "rows": [list(r) for r in self._rows],
                 "best_psnr": self.best_psnr, "best_estimate": self.best_estimate,
                 "best_step": self.best_step}
 
@@ -114,4 +117,5 @@ class HistoryRecorder(Callback):
         if not sd:
             return
         self.columns, self.steps, self._rows = sd["columns"], list(sd["steps"]), [list(r) for r in sd["rows"]]
+        self._metrics = list(sd.get("metrics", []))
         self.best_psnr, self.best_estimate, self.best_step = sd["best_psnr"], sd["best_estimate"], sd["best_step"]

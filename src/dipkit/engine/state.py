@@ -40,6 +40,8 @@ class State:
         Langevin noise); on the run's device.
     :ivar meta: the problem's metadata (``task``, ``noise_sigma`` when known, ``img_shape`` …), so
         that methods can use what is known about the measurement (e.g. the noise level).
+    :ivar metrics: observed per-sample values ``{name: [B]}`` that callbacks compute on the device
+        (e.g. the held-out misfit ``val``); the history recorder samples them with the loss terms.
     :ivar report_every: for methods without an optimiser (classical baselines) the engine
         evaluates the loss terms — which are only observed, not differentiated — every
         ``report_every`` steps and at the last step (the run's history sampling interval).
@@ -64,6 +66,7 @@ class State:
     z_perturb: float = 0.0
     autocast_dtype: torch.dtype | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
     report_every: int = 1
 
     @property

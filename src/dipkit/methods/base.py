@@ -102,8 +102,10 @@ class Method:
     #: outer update every ``inner_steps`` gradient steps (0: never)
     inner_steps: int = 0
 
-    def __init__(self, *, lr: float = 1e-4, ema: float | None = None):
-        self.lr = float(lr)
+    def __init__(self, *, lr: float | None = None, ema: float | None = None):
+        #: Adam learning rate; ``None``: the network preset's (:attr:`dipkit.nets.NetPreset.lr`),
+        #: resolved when the run starts (:func:`dipkit.runner.resolve_config`)
+        self.lr = None if lr is None else nonneg("lr", lr)
         self.ema = ema
         self.output = make_output_rule(ema)
 

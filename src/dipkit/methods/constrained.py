@@ -54,10 +54,10 @@ class DIPConstrained(Method):
     (c = τσ²m, ``[B]``). Loss terms: ``data`` = ½‖Ax̃ − y‖², ``tv`` = TV_ε(x̃)/λ.
 
     Defaults: τ = 1 (Cascarano et al.'s code: "keep it at 1 if you trust the noise level");
-    λ_0 = 10 (= 1/α with α = 0.1, ``dip-tv``'s default weight); η = 0.05; lr = 1e-4 as the CT
-    paper's code; TV smoothing ε = 1e-3 as ``dip-tv``.
+    λ_0 = 10 (= 1/α with α = 0.1, ``dip-tv``'s default weight); η = 0.05; lr: the network preset's;
+    TV smoothing ε = 1e-3 as ``dip-tv``.
 
-    :param lr: Adam learning rate.
+    :param lr: Adam learning rate; default: the network preset's.
     :param sigma: noise std σ of ``y`` (``None``: the problem's known σ, else estimated from ``y``).
     :param tau: τ, the discrepancy factor.
     :param lam0: initial multiplier λ_0 > 0.
@@ -76,7 +76,7 @@ class DIPConstrained(Method):
     reference = "Cascarano, Franchini, Kobler, Porta & Sebastiani, Comput. Optim. Appl. 2023"
     algorithm = "CT paper eq. 31 (alternating PGDA)"
 
-    def __init__(self, *, lr: float = 1e-4, sigma: float | None = None, tau: float = 1.0,
+    def __init__(self, *, lr: float | None = None, sigma: float | None = None, tau: float = 1.0,
                  lam0: float = 10.0, eta: float = 0.05, inner_steps: int = 1, eps: float = 1e-3,
                  ema: float | None = None):
         super().__init__(lr=lr, ema=ema)

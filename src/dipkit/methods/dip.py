@@ -11,7 +11,8 @@ Algorithm 1 (CT paper; Ulyanov, Vedaldi & Lempitsky 2018)::
 
 Options: an exponential moving average of the outputs (``ema``, decay β) as the returned
 estimate, and input perturbation ``z + σ_p ε_k`` (``input.perturb``, Ulyanov et al.'s
-``reg_noise_std``). Defaults follow the CT paper's code: Adam, ``lr = 1e-4``.
+``reg_noise_std``). Adam with the network preset's learning rate (the CT paper's code uses 1e-4
+for its 6×128 U-Net, the ``unet-paper`` preset; the small default ``unet`` needs 1e-3).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ __all__ = ["DIP"]
 class DIP(Method):
     r"""Vanilla DIP: :math:`\min_\theta \tfrac12\|A f_\theta(z) - y^\delta\|_2^2` (Algorithm 1).
 
-    :param lr: Adam learning rate (CT paper code: 1e-4).
+    :param lr: Adam learning rate; default: the network preset's (CT paper code: 1e-4 for its U-Net).
     :param ema: optional EMA decay β of the output (``None``: last iterate).
 
     Reference: D. Ulyanov, A. Vedaldi, V. Lempitsky, "Deep Image Prior", CVPR 2018 / IJCV 2020.
@@ -37,5 +38,5 @@ class DIP(Method):
     reference = "Ulyanov, Vedaldi & Lempitsky, Deep Image Prior, CVPR 2018"
     algorithm = "CT paper Alg. 1"
 
-    def __init__(self, *, lr: float = 1e-4, ema: float | None = None):
+    def __init__(self, *, lr: float | None = None, ema: float | None = None):
         super().__init__(lr=lr, ema=ema)

@@ -53,7 +53,7 @@ class DeepRED(NetworkDenoiserMethod):
     :param inner_steps: :math:`N_\mathrm{sub}`; CT paper code: 10.
     :param denoiser: denoiser name (default ``learned``, falling back to ``tv``; module docs).
     :param denoiser_options: keyword options of the denoiser.
-    :param lr: Adam learning rate (CT paper: 1e-4).
+    :param lr: Adam learning rate; default: the network preset's (CT paper: 1e-4 for its U-Net).
     :param ema: EMA decay of the output (``None``: last iterate); module docs.
 
     Reference: G. Mataev, M. Elad, P. Milanfar, "DeepRED: Deep Image Prior Powered by RED",
@@ -69,7 +69,7 @@ class DeepRED(NetworkDenoiserMethod):
 
     def __init__(self, *, lam: float = 0.1, L: float = 1.2, denoiser_sigma: float = 0.02,
                  inner_steps: int = 10, denoiser: str = "learned", denoiser_options: dict | None = None,
-                 lr: float = 1e-4, ema: float | None = 0.9):
+                 lr: float | None = None, ema: float | None = 0.9):
         super().__init__(lr=lr, ema=ema)
         self.lam = nonneg("lam", lam)
         self.L = float(L)

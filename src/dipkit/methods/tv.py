@@ -39,7 +39,7 @@ class DIPTV(Method):
     it differs from TV by at most ``eps·n`` and ``eps = 1e-3`` is the CT paper code's
     ``isotropic_tv_loss``). Loss terms: ``data`` = ½‖Ax̃ − y‖², ``tv`` = α·TV_ε(x̃).
 
-    :param lr: Adam learning rate (CT paper code: 1e-4).
+    :param lr: Adam learning rate; default: the network preset's (CT paper code: 1e-4 for its U-Net).
     :param alpha: TV weight α on dipkit's un-normalised operator scale (see the module docs).
         The code's ``tv_strength = 1e-5`` belongs to the walnut's normalised operator; ``alpha``
         was re-tuned on our CT operator (parallel beam, 2 % noise): PSNR-best values are about
@@ -60,7 +60,7 @@ class DIPTV(Method):
     reference = "Baguer, Leuschner & Schmidt, Inverse Problems 2020; Liu et al., ICASSP 2019"
     algorithm = "CT paper Alg. 3"
 
-    def __init__(self, *, lr: float = 1e-4, alpha: float = 0.1, eps: float = 1e-3,
+    def __init__(self, *, lr: float | None = None, alpha: float = 0.1, eps: float = 1e-3,
                  ema: float | None = None):
         super().__init__(lr=lr, ema=ema)
         if not alpha >= 0:

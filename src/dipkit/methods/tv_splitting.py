@@ -64,14 +64,15 @@ class DIPTVHQS(Method):
     one extra forward pass per outer iteration. Loss terms: ``data``, ``coupling`` =
     μ_k/2‖x̃ − u‖². ``state.aux``: ``u``.
 
-    Defaults: N_sub = 20 and lr = 1e-4 as the CT paper's code (``inner_steps = 20``); its
+    Defaults: N_sub = 20 as the CT paper's code (``inner_steps = 20``; its lr 1e-4 is for its
+    6×128 U-Net, ours is the network preset's); its
     ``tv_min = 1e-2``, ``tv_max = 0.5`` are the range of the prox weights α_k (image units, so
     they carry over; the code's ordering of the sequence contradicts the paper — we follow the
     paper: α_k decreasing, μ_k increasing). Its ``splitting_strength = 60`` multiplies a data
     term divided by the operator norm and a *mean* coupling term; on our un-normalised sum
     convention it corresponds to λ of the order of ``dip-tv``'s α. Default λ = 0.1.
 
-    :param lr: Adam learning rate.
+    :param lr: Adam learning rate; default: the network preset's.
     :param lam: splitting strength λ (the TV weight of eq. 21 on our operator scale).
     :param alpha_max: first prox weight α_1 (CT code ``tv_max``).
     :param alpha_min: last prox weight α_K (CT code ``tv_min``).
@@ -88,7 +89,7 @@ class DIPTVHQS(Method):
     reference = "Arridge, Barbano, Denker & Kereta, Deep Image Prior for Computed Tomography Reconstruction, 2026"
     algorithm = "CT paper Alg. 4"
 
-    def __init__(self, *, lr: float = 1e-4, lam: float = 0.1, alpha_max: float = 0.5,
+    def __init__(self, *, lr: float | None = None, lam: float = 0.1, alpha_max: float = 0.5,
                  alpha_min: float = 1e-2, inner_steps: int = 20, prox_iter: int = 100,
                  ema: float | None = None):
         super().__init__(lr=lr, ema=ema)
@@ -162,9 +163,9 @@ class DIPWTVADMM(Method):
     threshold α/γ of the ``u``-step in image units (γ = 1: gradients below 0.1 are set to zero
     in u) — the CT paper's code uses ``admm_weight = 10`` with a data term divided by the
     operator norm, which does not carry over. ``inner_steps = 10`` θ-steps per ADMM iteration
-    (the code's ``num_inner_steps`` is not fixed by the paper); lr = 1e-4 as the CT paper's code.
+    (the code's ``num_inner_steps`` is not fixed by the paper); lr: the network preset's.
 
-    :param lr: Adam learning rate.
+    :param lr: Adam learning rate; default: the network preset's.
     :param alpha: constant weight α_i (and the initial weights when ``adaptive``).
     :param gamma: ADMM penalty γ > 0.
     :param inner_steps: θ-steps per ADMM iteration.
@@ -182,7 +183,7 @@ class DIPWTVADMM(Method):
     reference = "Cascarano, Sebastiani, Comes, Franchini & Porta, ICCSA 2021"
     algorithm = "CT paper eqs. 26–30"
 
-    def __init__(self, *, lr: float = 1e-4, alpha: float = 0.1, gamma: float = 1.0,
+    def __init__(self, *, lr: float | None = None, alpha: float = 0.1, gamma: float = 1.0,
                  inner_steps: int = 10, adaptive: bool = False, delta: float = 1e-2,
                  ema: float | None = None):
         super().__init__(lr=lr, ema=ema)

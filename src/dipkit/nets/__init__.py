@@ -42,6 +42,8 @@ class NetPreset:
     cls: type[nn.Module]
     kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    #: Adam learning rate of the network methods with this network (their ``lr`` default)
+    lr: float = 1e-3
 
     def valid_keys(self) -> list[str]:
         """Keyword arguments that ``build_net`` accepts as overrides for this preset."""
@@ -55,12 +57,14 @@ NETS.register(NetPreset(
     dict(channels=[16, 16, 32, 32, 64], skip_levels=(0, 1), skip_channels=4),
     "CPU default: handbook U-Net family, 5 scales x [16,16,32,32,64] channels, "
     "4-channel skips at the two lowest-resolution levels",
+    lr=1e-3,
 ), name="unet")
 NETS.register(NetPreset(
     UNet,
     dict(channels=128, skip_levels=(0, 1), skip_channels=4),
     "DIP-for-CT handbook / Educated DIP U-Net: 6 scales x 128 channels, 4-channel skips "
     "at the two lowest-resolution levels (~3.0M parameters)",
+    lr=1e-4,
 ), name="unet-paper")
 NETS.register(NetPreset(
     SkipNet,

@@ -1,33 +1,58 @@
 """Stopping rules, as callbacks usable with any method.
 
 A rule is named on the command line as ``NAME`` (stop the run) or ``NAME:record`` (run to the end,
-only record what the rule selects); ``none`` means no rule. The text is parsed in one place,
-:func:`parse_rule` (used by :class:`dipkit.config.RunConfig`).
+only record what the rule selects); several rules are separated by commas (``val,wmv:record``): the
+first one's selection is the reconstruction, the others are recorded beside it. ``none`` means no
+rule. The text is parsed in one place, :func:`parse_rules` (used by :class:`dipkit.config.RunConfig`).
+
+Rules:
+
+* ``wmv`` — the windowed moving variance of the reconstructions (Wang et al. 2021; CT paper Alg. 2),
+  :mod:`dipkit.stopping.wmv`;
+* ``val`` — the misfit on held-out measurements (self-validation), :mod:`dipkit.stopping.val`.
 """
 
 from __future__ import annotations
 
 from ..errors import DipkitError
 from ..registry import Registry
+from .val import Validation
 from .wmv import WMV, running_variance, select_iteration
 
-__all__ = ["WMV", "select_iteration", "running_variance", "STOPPING_RULES", "make_stopping_rule",
-           "parse_rule", "NONE"]
+__all__ = ["WMV", "Validation", "select_iteration", "running_variance", "STOPPING_RULES", "make_stopping_rule",
+           "parse_rule", "parse_rules", "NONE", "needs_split"]
 
-#: early-stopping rules: ``name -> callback class`` (constructed with ``mode=`` and its options)
+#: early-stopping rules: ``name -> builder(mode, es, *, check_every, split) -> Callback`` where ``es``
+#: is the run's :class:`~dipkit.config.EarlyStopConfig` and ``split`` its validation split (or None)
 STOPPING_RULES: Registry = Registry("early-stopping rule")
-STOPPING_RULES.register(WMV, name="wmv",
-                        description="windowed moving variance (Wang et al. 2021; CT paper Alg. 2)")
+
+
+@STOPPING_RULES.register("wmv", description="windowed moving variance of the estimates (Wang et al. 2021; "
+                                            "CT paper Alg. 2)")
+def _wmv(mode, es, *, check_every, split=None):
+    return WMV(window=int(es.window), patience=int(es.patience), delta=float(es.delta), mode=mode,
+               check_every=check_every)
+
+
+@STOPPING_RULES.register("val", description="misfit on held-out measurements (self-validation, no ground truth)")
+def _val(mode, es, *, check_every, split=None):
+    if split is None:
+        raise ValueError("the val rule needs a validation split")
+    return Validation(split, patience=int(es.patience), mode=mode, check_every=check_every)
+
 
 #: the spellings of "no rule"
 NONE = (None, "", "none", "off", False)
+
+#: rules that need a validation split
+_SPLIT_RULES = ("val",)
 
 
 def parse_rule(text) -> tuple[str | None, str]:
     """``"wmv"`` → ``("wmv", "stop")``; ``"wmv:record"`` → ``("wmv", "record")``; none → ``(None, "stop")``."""
     if text in NONE:
         return None, "stop"
-    name, _, mode = str(text).partition(":")
+    name, _, mode = str(text).strip().partition(":")
     mode = mode or "stop"
     if name not in STOPPING_RULES:
         raise DipkitError(f"unknown early-stopping rule {name!r} (choose from {', '.join(STOPPING_RULES)} "
@@ -37,9 +62,28 @@ def parse_rule(text) -> tuple[str | None, str]:
     return name, mode
 
 
-def make_stopping_rule(name: str, mode: str, **options):
-    cls = STOPPING_RULES[name]
+def parse_rules(text) -> list[tuple[str, str]]:
+    """``"val,wmv:record"`` → ``[("val", "stop"), ("wmv", "record")]``; none → ``[]``."""
+    if text in NONE:
+        return []
+    rules = [parse_rule(part) for part in str(text).split(",")]
+    names = [n for n, _ in rules]
+    if None in names:
+        raise DipkitError(f"'none' cannot be combined with other rules: {text!r}")
+    if len(set(names)) != len(names):
+        raise DipkitError(f"a rule is named twice in {text!r}")
+    return rules
+
+
+def needs_split(text) -> bool:
+    """Whether the rules in ``text`` need a validation split."""
+    return any(name in _SPLIT_RULES for name, _ in parse_rules(text))
+
+
+def make_stopping_rule(name: str, mode: str, es, *, check_every: int, split=None):
+    """Build rule ``name`` in ``mode`` from the run's early-stopping settings ``es``."""
+    build = STOPPING_RULES[name]
     try:
-        return cls(mode=mode, **options)
+        return build(mode, es, check_every=check_every, split=split)
     except (TypeError, ValueError) as exc:
         raise DipkitError(f"bad options for early-stopping rule {name!r}: {exc}") from None

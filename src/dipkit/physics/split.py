@@ -1,0 +1,156 @@
+r"""Self-validation: hold out a random part of the measurement and fit on the rest.
+
+Users have no ground truth, but the measurement can check itself: a seeded random fraction of the
+*measured entries* is held out (rays for CT, k-space samples for MRI, observed pixels for the image
+tasks), every method fits the remaining entries, and the misfit on the held-out entries — which the
+fit never saw — tracks how well the reconstruction predicts new data. Its minimum over the
+iterations (the :class:`~dipkit.stopping.val.Validation` rule) or over a grid of settings
+(``dipkit tune``) chooses without a ground truth.
+
+An *entry* is a position on the last two axes of the measurement (detector × view for a sinogram,
+k-space row × column for MRI, pixel row × column for images), shared by the leading channel axes
+(the real and imaginary part, every coil, the colour channels). Only measured entries are held out:
+where the operator has a sampling mask (``physics.mask``: MRI lines, inpainting pixels) the
+unmeasured positions are excluded.
+
+:class:`MaskedPhysics` is the *fit view* of the operator, :math:`A_{\mathrm{fit}} = M A` with the
+0/1 mask :math:`M` of the entries kept for fitting, and :math:`A_{\mathrm{fit}}^\top = A^\top M`;
+with :math:`y_{\mathrm{fit}} = M y` every method's data term
+:math:`\tfrac12\|A_{\mathrm{fit}}x - y_{\mathrm{fit}}\|^2` is the data term over the kept entries,
+so every method works unchanged. Its ``A_dagger`` (used for FBP / A†y network inputs) applies the
+full operator's to the measurement with the held-out entries *filled in* from the kept ones
+(:meth:`ValidationSplit.fill`), so no held-out value reaches the network's input.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import DipkitError
+
+__all__ = ["ValidationSplit", "MaskedPhysics", "measured_support"]
+
+
+def measured_support(physics, y: torch.Tensor) -> torch.Tensor:
+    """Boolean ``[H, W]`` map of the measured positions on the last two axes of ``y``: the
+    operator's sampling mask when it has one of that shape (MRI, inpainting), else everything."""
+    h, w = y.shape[-2:]
+    mask = getattr(physics, "mask", None)
+    if isinstance(mask, torch.Tensor) and mask.ndim >= 2 and tuple(mask.shape[-2:]) == (h, w):
+        return (mask.detach().reshape(-1, h, w).abs().amax(0) > 0).to(y.device)
+    return torch.ones((h, w), dtype=torch.bool, device=y.device)
+
+
+class MaskedPhysics:
+    r"""The fit view :math:`M A` of a linear operator (see the module docs).
+
+    ``A``, ``A_adjoint`` and ``A_dagger`` as above; everything else (``spec``, ``img_size``, …)
+    is the base operator's. ``keep`` is the 0/1 mask ``[H, W]`` of the fitted entries.
+    """
+
+    def __init__(self, base, keep: torch.Tensor, fill):
+        self.base, self.keep, self._fill = base, keep, fill
+
+    def A(self, x, **kwargs):
+        return self.base.A(x, **kwargs) * self.keep
+
+    def A_adjoint(self, y, **kwargs):
+        return self.base.A_adjoint(y * self.keep, **kwargs)
+
+    def A_dagger(self, y, **kwargs):
+        return self.base.A_dagger(self._fill(y), **kwargs)
+
+    def __getattr__(self, name):
+        # the base operator's other attributes (spec, img_size, measurement_shape, …)
+        if name in ("base", "keep", "_fill"):
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def to(self, device):
+        self.base = self.base.to(device)
+        self.keep = self.keep.to(device)
+        return self
+
+    def __repr__(self):
+        return f"MaskedPhysics({type(self.base).__name__}, kept {int(self.keep.sum())}/{self.keep.numel()})"
+
+
+class ValidationSplit:
+    """A seeded random hold-out of ``fraction`` of the measured entries of ``y`` (module docs).
+
+    :param physics: the full operator.
+    :param y: the measurement ``[B, ...]`` (the same split for every sample of the batch).
+    :param fraction: share of the measured entries held out, in (0, 0.5].
+    :param seed: seed of the split (independent of the run's seed, so runs with different seeds —
+        ensemble members, grid points of ``dipkit tune`` — see the same split).
+    :param fill: how :meth:`fill` completes held-out entries for network inputs: ``"neighbours"``
+        (mean of the kept 3×3 neighbours, repeated for clusters: sinograms and images) or
+        ``"zero"`` (k-space, where zero-filling is the convention).
+    """
+
+    def __init__(self, physics, y: torch.Tensor, *, fraction: float = 0.05, seed: int = 0,
+                 fill: str = "neighbours"):
+        if not 0.0 < float(fraction) <= 0.5:
+            raise DipkitError(f"validation.fraction must be in (0, 0.5], got {fraction}")
+        if y.ndim < 3:
+            raise DipkitError(f"a validation split needs a measurement with two trailing axes, got {tuple(y.shape)}")
+        self.physics, self.y, self.fraction, self.seed = physics, y, float(fraction), int(seed)
+        support = measured_support(physics, y)
+        n_measured = int(support.sum())
+        n_out = int(round(self.fraction * n_measured))
+        if n_out < 1 or n_out >= n_measured:
+            raise DipkitError(f"cannot hold out {self.fraction:.0%} of {n_measured} measured entries")
+        gen = torch.Generator(device="cpu").manual_seed(self.seed)
+        idx = torch.nonzero(support.cpu().reshape(-1)).squeeze(1)
+        chosen = idx[torch.randperm(idx.numel(), generator=gen)[:n_out]]
+        held = torch.zeros(support.numel(), dtype=torch.bool)
+        held[chosen] = True
+        self.held_out = held.reshape(support.shape).to(y.device)
+        self.keep = (~self.held_out).to(y.dtype)
+        self.n_held_out = n_out
+        # entries per held-out position (the leading non-batch axes: channels, coils, real/imag)
+        self._per_position = int(y[0].numel() // (y.shape[-1] * y.shape[-2]))
+        if fill not in ("neighbours", "zero"):
+            raise DipkitError(f"fill must be 'neighbours' or 'zero', got {fill!r}")
+        self.fill_mode = fill
+
+    # ------------------------------------------------------------------ views
+    def fit_physics(self) -> MaskedPhysics:
+        """The operator restricted to the fitted entries."""
+        return MaskedPhysics(self.physics, self.keep, self.fill)
+
+    def fit_y(self) -> torch.Tensor:
+        """The measurement with the held-out entries set to zero (what the fit sees)."""
+        return self.y * self.keep
+
+    @torch.no_grad()
+    def fill(self, y: torch.Tensor) -> torch.Tensor:
+        """``y`` with the held-out entries replaced from the kept ones (for network inputs only)."""
+        if self.fill_mode == "zero":
+            return y * self.keep
+        lead = y.shape[:-2]
+        h, w = y.shape[-2:]
+        v = (y * self.keep).reshape(-1, 1, h, w)
+        known = self.keep.expand(v.shape[0], 1, h, w).clone()
+        kernel = torch.ones((1, 1, 3, 3), dtype=v.dtype, device=v.device)
+        for _ in range(8):  # grow into clusters of held-out entries; 5 % random holes need one pass
+            s = F.conv2d(v * known, kernel, padding=1)
+            n = F.conv2d(known, kernel, padding=1)
+            new = (known == 0) & (n > 0)
+            if not bool(new.any()):
+                break
+            v = torch.where(new, s / n.clamp_min(1), v)
+            known = torch.where(new, torch.ones_like(known), known)
+        return v.reshape(*lead, h, w)
+
+    # ------------------------------------------------------------------ validation
+    def misfit(self, x: torch.Tensor) -> torch.Tensor:
+        r"""Per-sample mean squared misfit on the held-out entries,
+        :math:`\frac{1}{|H|}\sum_{i\in H} ((Ax)_i - y_i)^2`, shape ``[B]`` (on the device)."""
+        r = (self.physics.A(x) - self.y) * self.held_out
+        return r.pow(2).flatten(1).sum(1) / (self.n_held_out * self._per_position)
+
+    def describe(self) -> dict:
+        """The split's settings and size, for ``metrics.json``."""
+        return {"fraction": self.fraction, "seed": self.seed, "held_out": self.n_held_out, "fill": self.fill_mode}

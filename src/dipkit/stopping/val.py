@@ -1,0 +1,89 @@
+r"""Ground-truth-free selection by self-validation: the ``val`` rule.
+
+A seeded random part of the measured entries is held out of the fit
+(:class:`dipkit.physics.split.ValidationSplit`); every ``check_every`` steps the rule evaluates, on
+the device, the mean squared misfit of the method's current estimate :math:`\hat x_k` on the
+held-out entries,
+
+.. math:: v(k) = \frac{1}{|H|}\sum_{i \in H}\big((A\hat x_k)_i - y_i\big)^2 ,
+
+keeps its running minimum :math:`v(k^\star)` with the estimate :math:`\hat x_{k^\star}`, and — in
+``stop`` mode — ends the run when no new minimum has appeared for ``patience`` steps (read back to
+the host once every ``check_every`` steps). The held-out entries carry only noise the fit never
+saw, so :math:`v` falls while the reconstruction improves and rises once the method starts to fit
+noise (or leaves the data): :math:`\mathbb E\,v(k) = \sigma^2 + \frac1{|H|}\|(A(\hat x_k - x))_H\|^2`.
+The selection is :math:`\hat x_{k^\star}` (``mode="record"`` runs to the end and only records it).
+
+The value :math:`v(k)` is also written to ``state.metrics["val"]``, so the history has a ``val``
+column (the rule must come before the :class:`~dipkit.engine.recorder.HistoryRecorder`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..engine.callbacks import Callback
+
+__all__ = ["Validation"]
+
+
+class Validation(Callback):
+    """The ``val`` rule (see module docs).
+
+    :param split: the run's :class:`~dipkit.physics.split.ValidationSplit`.
+    :param patience: steps without a new minimum before stopping (``mode="stop"``).
+    :param mode: ``"stop"`` ends the run; ``"record"`` only records the selection.
+    :param check_every: steps between evaluations of the held-out misfit (the history interval).
+    """
+
+    rule = "val"
+
+    def __init__(self, split, *, patience: int = 1000, mode: str = "stop", check_every: int = 10):
+        if patience < 0 or check_every < 1:
+            raise ValueError("val needs patience ≥ 0 and check_every ≥ 1")
+        if mode not in ("stop", "record"):
+            raise ValueError(f"val mode must be 'stop' or 'record', got {mode!r}")
+        self.split, self.patience, self.mode, self.check_every = split, int(patience), mode, int(check_every)
+        self.best = self.best_step = self.best_estimate = None
+        self.iteration: int | None = None
+        self.iterations: list[int] = []
+        self.estimate: torch.Tensor | None = None
+        self.value: float | None = None
+
+    @torch.no_grad()
+    def on_step_end(self, state):
+        if not (state.step % self.check_every == 0 or state.step == state.max_steps):
+            return
+        x = state.estimate
+        v = self.split.misfit(x).to(torch.float64)
+        state.metrics["val"] = v
+        if self.best is None:
+            self.best = torch.full_like(v, math.inf)
+            self.best_step = torch.full(v.shape, -1, dtype=torch.int64, device=v.device)
+            self.best_estimate = x.clone()
+        better = v < self.best
+        self.best = torch.where(better, v, self.best)
+        self.best_step = torch.where(better, torch.full_like(self.best_step, state.step), self.best_step)
+        self.best_estimate = torch.where(better.view(-1, *[1] * (x.ndim - 1)), x, self.best_estimate)
+        if self.mode == "stop":
+            best_step = self.best_step.cpu()  # one read every check_every steps
+            if bool((state.step > best_step + self.patience).all()):
+                state.request_stop(f"val: no new held-out misfit minimum for {self.patience} steps "
+                                   f"after step {int(best_step.max())}")
+
+    def on_end(self, state):
+        if self.best is None:
+            return
+        self.iterations = self.best_step.cpu().tolist()
+        self.iteration = self.iterations[0] if len(self.iterations) == 1 else None
+        self.value = float(self.best.mean())
+        self.estimate = self.best_estimate
+
+    def state_dict(self):
+        return {"best": self.best, "best_step": self.best_step, "best_estimate": self.best_estimate}
+
+    def load_state_dict(self, sd):
+        if sd:
+            self.best, self.best_step, self.best_estimate = sd["best"], sd["best_step"], sd["best_estimate"]
