@@ -15,14 +15,17 @@ only when given explicitly):
 
 * ``"sparse"`` -- a precomputed sparse system matrix that reproduces deepinv's projector
   (:mod:`dipkit.physics.sparse`; ``A x`` agrees with deepinv's to float32 rounding, exactly in
-  float64); ``A`` and ``A^T`` are CSR sparse x dense products. The matrix is built once per
-  geometry (about 2 s at 256^2 / 60 views) and cached on disk.
+  float64); ``A`` and ``A^T`` are CSR sparse matrix-vector products. The matrix is built once
+  per geometry (about 3 s at 256^2 / 60 views, 0.8 s at 128^2) and cached on disk (loading it
+  back: ~0.5 s at 256^2); operators of one process with the same geometry share it.
 * ``"deepinv"`` -- deepinv's ``grid_sample`` projector, adjoint by autograd.
 
-The default (``backend=None``) is ``"sparse"`` on the CPU, where it is ~10x faster (``A`` + its
-backward, 256^2 / 60 views, see ``benchmarks/sparse_ct.py``), unless the matrix would be huge
-(:data:`AUTO_SPARSE_MAX_NNZ`); on other devices (CUDA) it is ``"deepinv"``: there
-``grid_sample`` is fast and the sparse backend has not been measured to beat it.
+The default (``backend=None``) is ``"sparse"`` on the CPU, where ``A`` + its backward is 9-13x
+faster at 256^2 / 60 views, 6-9x at 128^2, 2-7x at 64^2 (2-core CPU, ``benchmarks/sparse_ct.py``;
+a DIP iteration at 128^2 / 60 views takes about half the time), unless the matrix would be huge
+(:data:`AUTO_SPARSE_MAX_NNZ`). On other devices (CUDA) the default stays ``"deepinv"``:
+``grid_sample`` is fast on a GPU and the sparse backend has not been measured there (no GPU was
+available); ``backend="sparse"`` works on CUDA too (the matrices move with ``.to(device)``).
 
 ``A_dagger(y)`` is **not** deepinv's default (a least-squares CG solve) here: it is the filtered
 back-projection (FBP), a fast approximate inverse with ``FBP(A x) ~ x`` for enough views.
@@ -120,9 +123,10 @@ _SPARSE_DTYPES = (torch.float32, torch.float64)
 # ----------------------------------------------------------------------------------------------
 # Why a sparse backend: deepinv's projector resamples the whole padded image with grid_sample at
 # every call and gets its adjoint by autograd through grid_sample (a scatter-add); on a CPU that
-# is ~86 ms for A + backward at 256^2 / 60 views. The operator is linear and fixed, so
-# dipkit.physics.sparse computes the same sample points and bilinear weights once, as a CSR
-# matrix; A x and A^T y are then sparse x dense products (~8 ms together).
+# is ~86 ms for A + backward at 256^2 / 60 views (2 idle cores). The operator is linear and
+# fixed, so dipkit.physics.sparse computes the same sample points and bilinear weights once, as
+# a CSR matrix; A x and A^T y are then sparse matrix-vector products, 9-13x faster at 256^2,
+# 6-9x at 128^2 (benchmarks/sparse_ct.py, 2-core CPU).
 # ----------------------------------------------------------------------------------------------
 class _Backend:
     """Mixin (before :class:`Tomography` in the MRO): ``A`` / ``A_adjoint`` through the selected
@@ -201,7 +205,8 @@ class ParallelBeamCT(_Backend, Tomography):
     29.9 dB on Shepp-Logan 128^2 with 180 views).
 
     Attributes: ``img_width`` (N), ``img_size`` (deepinv's ``(1, N, N)``), ``views``,
-    ``n_detector_pixels``, ``spec``.
+    ``n_detector_pixels``, ``spec``, ``backend`` (``"sparse"`` or ``"deepinv"``, see the module
+    docstring), ``ray_geometry`` (:class:`dipkit.physics.sparse.RayGeometry`).
     """
 
     geometry = "parallel"
@@ -297,7 +302,8 @@ class FanBeamCT(_Backend, Tomography):
 
     Attributes: ``img_width`` (N), ``img_size`` (deepinv's ``(1, N, N)``), ``views``, ``source_radius``, ``detector_radius``,
     ``detector_spacing``, ``n_detector_pixels`` (pixel units), ``fan_parameters`` (the dict
-    handed to deepinv), ``spec``.
+    handed to deepinv), ``spec``, ``backend`` (``"sparse"`` or ``"deepinv"``, see the module
+    docstring), ``ray_geometry`` (:class:`dipkit.physics.sparse.RayGeometry`).
     """
 
     geometry = "fan"

@@ -8,9 +8,10 @@ zero-padded image once per view with ``grid_sample`` and summing along one axis;
 costs ~86 ms for ``A x`` plus its backward at 256^2 / 60 views, most of it spent re-computing
 the same sampling positions and bilinear weights at every call. The operator is linear and fixed,
 so we compute those weights **once**, as a sparse matrix ``A``: then ``A x`` is one CSR sparse
-matrix-vector product and ``A^T y`` another one with the stored transpose (~7 ms together at
-256^2). The matrix reproduces deepinv's projector (same sample points, same bilinear weights,
-same zero padding), so both backends give the same measurements to float32 rounding.
+matrix-vector product and ``A^T y`` another one with the stored transpose, 9-13x faster at
+256^2 (``benchmarks/sparse_ct.py``). The matrix reproduces deepinv's projector (same sample
+points, same bilinear weights, same zero padding), so both backends give the same measurements
+to float32 rounding.
 
 What the matrix is
 ------------------
@@ -45,15 +46,15 @@ then works in float32 throughout), entries are summed in float64 and rounded onc
 dtype, so ``A x`` agrees with deepinv's to float32 rounding (relative error ~1e-6).
 
 Storage: CSR with int32 row offsets and column indices and values in the operator dtype,
-about ``2.5 N^2 V`` entries (8 bytes each in float32) for ``A`` and as many for ``A^T``
-(~80 MB each at 256^2 / 60 views).
+about ``2.3 N^2 V`` entries (8 bytes each in float32) for ``A`` and as many for ``A^T``
+(8.8 M entries, 70 MB each at 256^2 / 60 views).
 
 Cache
 -----
-Building the matrix is vectorised (numpy + scipy; about a second at 256^2 / 60 views), and the
-result is also saved once per geometry under :func:`cache_dir` (``$DIPKIT_CACHE_DIR``, else
-``$XDG_CACHE_HOME/dipkit``, else ``~/.cache/dipkit``), sub-folder ``ct-matrix``, in an ``.npz``
-file named by a hash of the full geometry (:meth:`RayGeometry.key`: kind, image size, angles,
+Building the matrix is vectorised (numpy + scipy; ~3 s at 256^2 / 60 views, 0.8 s at 128^2,
+0.3 s at 64^2 on a 2-core CPU), and the result is also saved once per geometry under
+:func:`cache_dir` (``$DIPKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/dipkit``, else
+``~/.cache/dipkit``), sub-folder ``ct-matrix``, in an ``.npz`` file named by a hash of the full geometry (:meth:`RayGeometry.key`: kind, image size, angles,
 detector parameters, dtype, :data:`FORMAT_VERSION`, deepinv's version). Files are written
 atomically and verified on load (stored key, shapes, index ranges, a checksum of the arrays);
 anything wrong -- truncated, corrupt, another geometry's file -- is rebuilt and overwritten, never
@@ -648,7 +649,9 @@ def _matmul(m: torch.Tensor, x: torch.Tensor, out_tail: tuple[int, int]) -> torc
 class SparseRayTransform(torch.autograd.Function):
     """``y = M x`` with ``M`` a CSR matrix and ``MT`` its transpose (CSR too), applied over the
     last two dims: ``x [..., h, w]`` -> ``y [..., *out_tail]``. The backward applies ``MT`` (through
-    this same function, so that it is itself differentiable). No gradient for the matrices."""
+    this same function, so that it is itself differentiable). No gradient for the matrices.
+    Leading dims (batch x channels) are independent columns, one ``torch.mv`` each, so a batch
+    gives bit for bit what its images give one at a time. ``x`` is cast to the matrix dtype."""
 
     @staticmethod
     def forward(ctx, x, m, mt, out_tail, in_tail):
