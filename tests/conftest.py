@@ -45,3 +45,17 @@ def tiny_cfg():
         return cfg
 
     return make
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    """Tests never write to the user's cache (the CT system matrices are cached on disk)."""
+    import os
+
+    old = os.environ.get("DIPKIT_CACHE_DIR")
+    os.environ["DIPKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("dipkit-cache"))
+    yield
+    if old is None:
+        os.environ.pop("DIPKIT_CACHE_DIR", None)
+    else:
+        os.environ["DIPKIT_CACHE_DIR"] = old

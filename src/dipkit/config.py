@@ -6,7 +6,7 @@ A run is described by :class:`RunConfig`; ``config.yaml`` in every run directory
 Override keys (``--set key=value``, values parsed as YAML scalars):
 
 * top-level settings: ``method``, ``iterations``, ``seed``, ``device``, ``precision``,
-  ``log_every``, ``fov_mask``;
+  ``log_every``, ``fov_mask``, ``ensemble``;
 * ``net.name`` and ``net.<option>`` (network options, see ``dipkit nets``);
 * ``input.kind``, ``input.channels``, ``input.std``, ``input.perturb``;
 * ``early_stop.rule``, ``early_stop.window``, ``early_stop.patience``, ``early_stop.delta``
@@ -105,6 +105,7 @@ class RunConfig:
     precision: str = "fp32"  # or "bf16" (autocast of the network)
     log_every: int = 10
     fov_mask: bool = False
+    ensemble: int = 1  # N > 1: N independently seeded runs (seeds seed … seed+N−1) as one batch
     params: dict = field(default_factory=dict)
     net: NetConfig = field(default_factory=NetConfig)
     input: InputConfig = field(default_factory=InputConfig)
@@ -203,6 +204,10 @@ class RunConfig:
             raise DipkitError(f"iterations must be positive, got {self.iterations}")
         if int(self.log_every) <= 0:
             raise DipkitError(f"log_every must be positive, got {self.log_every}")
+        if int(self.ensemble) < 1:
+            raise DipkitError(f"ensemble must be ≥ 1, got {self.ensemble}")
+        if int(self.ensemble) > 1 and not method.uses_network:
+            raise DipkitError(f"--ensemble needs a network method; {self.method!r} is deterministic")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise DipkitError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in ("fp32", "bf16"):

@@ -17,7 +17,7 @@ informative image, and ``noise`` for the image-restoration tasks (see :data:`AUT
 
 *Input perturbation* (Ulyanov et al.'s ``reg_noise_std``) adds fresh noise
 :math:`\sigma_p\,\varepsilon_k` to ``z`` at every step; it is applied by the method's
-``forward`` using the run's generator, see :func:`perturb`.
+``forward`` using the run's generator(s), see :func:`perturb`.
 """
 
 from __future__ import annotations
@@ -81,8 +81,9 @@ def make_input(kind: str, problem, *, generator: torch.Generator, channels: int 
     return build(problem, channels=channels, std=std, generator=generator)
 
 
-def perturb(z: torch.Tensor, sigma_p: float, generator: torch.Generator) -> torch.Tensor:
-    r"""``z + σ_p ε`` with fresh ``ε ~ N(0, I)`` drawn from ``generator`` (identity if σ_p = 0)."""
+def perturb(z: torch.Tensor, sigma_p: float, randn) -> torch.Tensor:
+    r"""``z + σ_p ε`` with fresh ``ε ~ N(0, I)`` from ``randn(shape, dtype)`` (e.g.
+    :meth:`dipkit.engine.State.randn`); the identity if σ_p = 0."""
     if sigma_p == 0:
         return z
-    return z + sigma_p * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+    return z + sigma_p * randn(z.shape, z.dtype)

@@ -16,6 +16,10 @@ file                       content
 ``history.csv``            ``step, loss, <terms…>[, psnr, ssim]`` every ``log_every`` steps; the
                            last row is the final step
 ``psnr_curve.png``         PSNR vs iteration with the peak and early-stop marks (ground truth known)
+``uncertainty.npy``, ``.png``  the per-pixel standard deviation ``[C, H, W]`` (ensembles: over the
+                           members; SGLD: the posterior's), when there is one
+``calibration.png``        binned RMSE against the predicted std (uncertainty and ground truth known)
+``members.npz``            each ensemble member's reconstruction ``[N, C, H, W]`` (``--ensemble N``)
 ``metrics.json``           the run's summary (:class:`RunResult`), written last
 ``error.txt``              only for a failed bench run: the traceback
 =========================  =====================================================================
@@ -37,6 +41,7 @@ from .io import atomic_write, save_figure, save_json, save_npy, save_png, save_t
 from .metrics import magnitude
 
 __all__ = ["RunResult", "RECONSTRUCTION", "RECONSTRUCTION_PNG", "ESTIMATES", "CONFIG", "HISTORY", "PSNR_CURVE",
+           "UNCERTAINTY", "UNCERTAINTY_PNG", "CALIBRATION", "MEMBERS",
            "METRICS", "ERROR", "write_run_dir", "read_metrics", "read_history", "read_estimates",
            "read_config", "read_error", "write_error", "clear_status", "is_complete"]
 
@@ -46,6 +51,10 @@ ESTIMATES = "estimates.npz"
 CONFIG = "config.yaml"
 HISTORY = "history.csv"
 PSNR_CURVE = "psnr_curve.png"
+UNCERTAINTY = "uncertainty.npy"
+UNCERTAINTY_PNG = "uncertainty.png"
+CALIBRATION = "calibration.png"
+MEMBERS = "members.npz"
 METRICS = "metrics.json"
 ERROR = "error.txt"
 
@@ -53,14 +62,18 @@ ERROR = "error.txt"
 class RunResult(dict):
     """The ``metrics.json`` dictionary, with the tensors of the run as attributes.
 
-    ``reconstruction`` (``[B, C, H, W]``), ``estimates`` (``{"final", "early_stop"?, "peak"?}``),
-    ``history`` (``{column: list}``) and ``config`` (the run configuration as a dict).
+    ``reconstruction`` (``[1, C, H, W]``), ``estimates`` (``{"final", "early_stop"?, "peak"?,
+    "refit"?}``), ``history`` (``{column: list}``), ``config`` (the resolved run configuration as a
+    dict), ``uncertainty`` (``[1, C, H, W]`` std map or None) and ``members`` (an ensemble's
+    member reconstructions ``[N, C, H, W]`` or None).
     """
 
     reconstruction: torch.Tensor
     estimates: dict
     history: dict
     config: dict
+    uncertainty: torch.Tensor | None = None
+    members: torch.Tensor | None = None
 
 
 # ---------------------------------------------------------------------- writing
@@ -91,6 +104,19 @@ def write_run_dir(out: str | Path, result: RunResult) -> Path:
     save_text(out / HISTORY, buf.getvalue())
     if hist.get("psnr"):
         _plot_psnr(out / PSNR_CURVE, result)
+    if result.uncertainty is not None:
+        std = _to_image(result.uncertainty)
+        save_npy(out / UNCERTAINTY, std)
+        shown = magnitude(std) if std.shape[0] == 2 else std
+        save_png(out / UNCERTAINTY_PNG, shown, vmin=0.0, vmax=max(float(shown.max()), 1e-12))
+        calib = (result.get("uncertainty") or {}).get("calibration")
+        if calib and calib.get("bins"):
+            from .uncertainty import plot_calibration
+
+            plot_calibration(out / CALIBRATION, calib, title=f"{result['method']}: uncertainty calibration")
+    if result.members is not None:
+        with atomic_write(out / MEMBERS, "wb") as fh:
+            np.savez(fh, members=result.members.detach().to(torch.float32).cpu().numpy())
     save_json(out / METRICS, dict(result))
     return out
 

@@ -28,6 +28,7 @@ from .config import RunConfig
 from .errors import DipkitError
 from .metrics import fov_mask, psnr, ssim
 from .rundir import RunResult, write_run_dir
+from .uncertainty import calibration, ensemble_mean_std, posterior_std
 
 __all__ = ["reconstruct", "resolve_device", "resolve_config", "build_state", "make_split", "RunResult"]
 
@@ -83,20 +84,34 @@ def build_state(method, problem, cfg: RunConfig, device: torch.device):
     budget, the problem's metadata and the engine settings (precision, history interval)."""
     from .engine import State
 
-    gen = torch.Generator(device=device).manual_seed(int(cfg.seed))
     steps = 1 if getattr(method, "direct", False) else int(cfg.iterations or method.default_iterations)
-    state = State(physics=problem.physics, y=problem.y, max_steps=steps, generator=gen, meta=problem.state_meta(),
+    n = int(cfg.ensemble) if method.uses_network else 1
+    y = problem.y if n == 1 else problem.y.repeat(n, *[1] * (problem.y.ndim - 1))
+    state = State(physics=problem.physics, y=y, max_steps=steps, generator=None, meta=problem.state_meta(),
                   report_every=int(cfg.log_every),
                   autocast_dtype=torch.bfloat16 if cfg.precision == "bf16" else None)
-    if method.uses_network:
-        from .inputs import make_input
-        from .nets import build_net
+    gens, nets, zs = [], [], []
+    for i in range(n):
+        # member i is built exactly as a run with seed + i (global seed, then input, then network)
+        torch.manual_seed(int(cfg.seed) + i)
+        gen = torch.Generator(device=device).manual_seed(int(cfg.seed) + i)
+        gens.append(gen)
+        if method.uses_network:
+            from .inputs import make_input
+            from .nets import build_net
 
-        state.z = make_input(cfg.input.kind, problem, generator=gen, channels=cfg.input.channels,
-                             std=cfg.input.std)
-        c = problem.img_shape[0]
-        state.net = build_net(cfg.net.name, state.z.shape[1], c, **cfg.net.options).to(
-            device=device, dtype=problem.y.dtype)
+            zs.append(make_input(cfg.input.kind, problem, generator=gen, channels=cfg.input.channels,
+                                 std=cfg.input.std))
+            nets.append(build_net(cfg.net.name, zs[-1].shape[1], problem.img_shape[0], **cfg.net.options).to(
+                device=device, dtype=problem.y.dtype))
+    state.generator = gens[0]
+    if n > 1:
+        from .nets.ensemble import Ensemble
+
+        state.generators = gens
+    if method.uses_network:
+        state.z = zs[0] if n == 1 else torch.cat(zs)
+        state.net = nets[0] if n == 1 else Ensemble(nets)
         state.net.train()
         state.z_perturb = float(cfg.input.perturb)
     return state
@@ -118,7 +133,6 @@ def _run_once(method, problem, cfg: RunConfig, device, *, split, rules, mask, qu
     from .engine.recorder import HistoryRecorder
     from .stopping import make_stopping_rule
 
-    torch.manual_seed(int(cfg.seed))
     fit = problem if split is None else _fit_view(problem, split)
     state = build_state(method, fit, cfg, device)
     check = int(cfg.log_every)
@@ -155,6 +169,29 @@ def _selection(cb, problem, mask) -> dict:
     return out
 
 
+def _ensemble_info(cfg, run: _Run, chosen, problem, mask) -> dict:
+    """Per-member metrics of an ensemble run."""
+    rule = run.rules[0] if run.rules else None
+    its = getattr(rule, "iterations", None) or [None] * chosen.shape[0]
+    out = []
+    for b in range(chosen.shape[0]):
+        p, s = _metric_pair(chosen[b:b + 1], problem, mask)
+        fp, _ = _metric_pair(run.state.estimate[b:b + 1], problem, mask)
+        out.append({"seed": int(cfg.seed) + b, "psnr": p, "ssim": s, "iteration": its[b], "final_psnr": fp})
+    return {"members": chosen.shape[0], "member_metrics": out}
+
+
+def _uncertainty_info(std, recon, problem) -> dict | None:
+    """Summary of the uncertainty map, with its calibration when the ground truth is known."""
+    if std is None:
+        return None
+    info = {"mean_std": float(std.mean())}
+    if problem.x_true is not None:
+        err = (recon - problem.x_true).detach().cpu().numpy()
+        info["calibration"] = calibration(std.detach().cpu().numpy(), err)
+    return info
+
+
 def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, quiet: bool = False,
                 console=None, method=None) -> RunResult:
     """Run ``cfg.method`` on ``problem``; write the run directory if ``out_dir`` is given.
@@ -165,7 +202,10 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
     reconstruction), ``peak: {psnr, iteration}`` (the best PSNR in the history: an oracle),
     ``final: {psnr, ssim, iteration}``, ``early_stop: {rule, mode, iteration, psnr, ssim[, misfit]}``
     (the first stopping rule's selection, which is the reconstruction) or null, ``selections``
-    (every rule's selection, by rule), ``validation`` (the held-out split and, with
+    (every rule's selection, by rule; with an ensemble, the mean over members), ``ensemble``
+    (``{members, member_metrics}`` for ``ensemble > 1``; the reconstruction is the mean of the
+    members' selections), ``uncertainty`` (``{mean_std, calibration}`` when an uncertainty map is
+    written: ensembles and SGLD), ``validation`` (the held-out split and, with
     ``validation.refit``, the refit: ``{fraction, seed, held_out, fill, iteration, misfit, psnr,
     refit: {iterations, psnr, ssim} | null}``) or null, ``stop_reason``, ``device``, ``fov_mask``,
     ``params`` (the method's hyper-parameters as used) and ``request`` (the configuration as asked,
@@ -192,15 +232,17 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
     state, recorder = main.state, main.recorder
     history = recorder.history()
     final = state.estimate
+    members = final.shape[0]
     estimates = {"final": final}
-    recon = final
+    chosen = final  # per member: the first rule's selection, else the final estimate
     es_info, selections = None, {}
     for i, cb in enumerate(main.rules):
         selections[cb.rule] = _selection(cb, problem, mask)
         if i == 0:
             es_info = selections[cb.rule]
             if cb.estimate is not None:
-                estimates["early_stop"] = recon = cb.estimate
+                estimates["early_stop"] = chosen = cb.estimate
+    recon = chosen
     val_info = None
     wall = main.wall
     if split is not None:
@@ -210,9 +252,9 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
         if cfg.validation.refit and val_cb.iteration:
             again = copy.deepcopy(resolved)
             again.iterations = int(val_cb.iteration)
-            refit = _run_once(cfg.validate(), problem, again, device, split=None, rules=[], mask=mask,
+            refit = _run_once(again.validate(), problem, again, device, split=None, rules=[], mask=mask,
                               quiet=quiet, console=console)
-            recon = estimates["refit"] = refit.state.estimate
+            recon = chosen = estimates["refit"] = refit.state.estimate
             p, s = _metric_pair(recon, problem, mask)
             val_info["refit"] = {"iterations": refit.state.step, "psnr": p, "ssim": s}
             wall += refit.wall
@@ -220,9 +262,16 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
     if history.get("psnr"):
         j = int(np.nanargmax(history["psnr"]))
         peak = {"psnr": _finite(history["psnr"][j]), "iteration": history["step"][j]}
-        if recorder.best_estimate is not None:
+        if recorder.best_estimate is not None and members == 1:
             estimates["peak"] = recorder.best_estimate
-    fp, fs = _metric_pair(final, problem, mask)
+    uncertainty, ens_info = None, None
+    if members > 1:
+        recon, uncertainty = ensemble_mean_std(chosen)
+        ens_info = _ensemble_info(cfg, main, chosen, problem, mask)
+        estimates = {k: v.mean(0, keepdim=True) for k, v in estimates.items()}
+    if "posterior_var" in state.aux:  # SGLD: the posterior's pixel-wise std
+        uncertainty = posterior_std(state.aux["posterior_var"], final)
+    fp, fs = _metric_pair(estimates["final"], problem, mask)
     rp, rs = _metric_pair(recon, problem, mask)
     iters = None if direct else state.step
     result = RunResult(
@@ -242,9 +291,13 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
         device=str(device),
         fov_mask=bool(cfg.fov_mask),
         params=method.config(),
+        ensemble=ens_info,
+        uncertainty=_uncertainty_info(uncertainty, recon, problem),
         request=cfg.to_dict(),
     )
     result.reconstruction = recon
+    result.uncertainty = uncertainty
+    result.members = chosen if members > 1 else None
     result.estimates = estimates
     result.history = history
     result.config = resolved.to_dict()

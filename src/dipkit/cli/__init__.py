@@ -22,6 +22,7 @@ __all__ = ["main", "build_parser", "VERBS", "get_verb"]
 VERBS: dict[str, str] = {
     "simulate": "dipkit.cli.simulate:SIMULATE",
     "reconstruct": "dipkit.cli.reconstruct:RECONSTRUCT",
+    "tune": "dipkit.cli.tune:TUNE",
     "bench": "dipkit.cli.bench:BENCH",
     "train-denoiser": "dipkit.cli.train:TRAIN_DENOISER",
     "methods": "dipkit.cli.listing:METHODS",

@@ -14,10 +14,16 @@ def add_arguments(r) -> None:
     r.add_argument("--seed", type=int, help="seed of network init, input and per-step noise (default 0)")
     r.add_argument("--device", choices=DEVICES, help="auto uses a GPU when there is one (default)")
     r.add_argument("--early-stop", metavar="RULE",
-                   help="stopping rule: 'wmv' (stop) or 'wmv:record' (only record the selection); 'none'")
+                   help="stopping rule(s): 'val' (held-out misfit, no ground truth needed) or 'wmv' (running "
+                        "variance) to stop, ':record' to only record the selection; several comma-separated "
+                        "(the first one's selection is the reconstruction); 'none'")
+    r.add_argument("--ensemble", type=positive_int, metavar="N",
+                   help="N independently seeded reconstructions (seeds SEED…SEED+N−1) as one batched run: "
+                        "writes their mean and the per-pixel std (uncertainty.npy/png)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting: method hyper-parameters (lr=1e-4, alpha=…), net.NAME, "
-                        "input.kind/channels/std/perturb, early_stop.window/patience/delta, log_every, precision")
+                        "input.kind/channels/std/perturb, early_stop.window/patience/delta, "
+                        "validation.fraction/seed/refit, log_every, precision")
     r.add_argument("--config", help="YAML config (e.g. a run's config.yaml); --set and flags override it")
     r.add_argument("--out", required=True, help="run directory to write")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -30,7 +36,7 @@ def build_config(args):
     cfg = RunConfig()
     if args.config:
         cfg.update(load_config(args.config), source=str(args.config))
-    for key in ("method", "iterations", "seed", "device"):
+    for key in ("method", "iterations", "seed", "device", "ensemble"):
         v = getattr(args, key)
         if v is not None:
             cfg.set(key, v)

@@ -37,7 +37,10 @@ class State:
     :ivar autocast_dtype: e.g. ``torch.bfloat16`` to run the network under autocast (an engine
         setting, not method code); ``None`` for full precision.
     :ivar generator: the run's seeded generator for per-step randomness (input perturbation,
-        Langevin noise); on the run's device.
+        Langevin noise); on the run's device. Draw through :meth:`randn` / :meth:`rand`.
+    :ivar generators: for an ensemble (independent runs as one batch), one generator per member:
+        :meth:`randn` and :meth:`rand` then draw sample ``b``'s numbers from member ``b``'s
+        generator, exactly as member ``b``'s own run would.
     :ivar meta: the problem's metadata (``task``, ``noise_sigma`` when known, ``img_shape`` …), so
         that methods can use what is known about the measurement (e.g. the noise level).
     :ivar metrics: observed per-sample values ``{name: [B]}`` that callbacks compute on the device
@@ -68,10 +71,28 @@ class State:
     meta: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
     report_every: int = 1
+    generators: list[torch.Generator] | None = None
 
     @property
     def device(self) -> torch.device:
         return self.y.device
+
+    def _draw(self, fn, shape, dtype) -> torch.Tensor:
+        dtype = dtype or self.y.dtype
+        if self.generators is None:
+            return fn(tuple(shape), generator=self.generator, device=self.device, dtype=dtype)
+        if shape[0] % len(self.generators):
+            raise ValueError(f"cannot split a draw of shape {tuple(shape)} among {len(self.generators)} members")
+        per = (shape[0] // len(self.generators), *shape[1:])
+        return torch.cat([fn(per, generator=g, device=self.device, dtype=dtype) for g in self.generators])
+
+    def randn(self, shape, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Standard normal numbers of ``shape`` (leading dimension: the batch) from the run's generator(s)."""
+        return self._draw(torch.randn, shape, dtype)
+
+    def rand(self, shape, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Uniform [0, 1) numbers of ``shape`` (leading dimension: the batch) from the run's generator(s)."""
+        return self._draw(torch.rand, shape, dtype)
 
     def image_like(self) -> torch.Tensor:
         r"""Zeros shaped like the reconstruction ``[B, C, H, W]`` (the shape of :math:`A^\top y`)."""
@@ -117,6 +138,7 @@ class State:
             "stop": self.stop,
             "stop_reason": self.stop_reason,
             "generator": self.generator.get_state(),
+            "generators": None if self.generators is None else [g.get_state() for g in self.generators],
         }
 
     def load_state_dict(self, sd: dict) -> None:
@@ -132,3 +154,5 @@ class State:
         self.step, self.outer_step = int(sd["step"]), int(sd["outer_step"])
         self.stop, self.stop_reason = bool(sd["stop"]), sd.get("stop_reason")
         self.generator.set_state(sd["generator"])
+        for g, st in zip(self.generators or [], sd.get("generators") or []):
+            g.set_state(st)

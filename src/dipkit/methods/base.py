@@ -131,7 +131,7 @@ class Method:
         return torch.optim.Adam(groups)
 
     def forward(self, state) -> torch.Tensor:
-        return state.network(perturb(state.z, state.z_perturb, state.generator))
+        return state.network(perturb(state.z, state.z_perturb, state.randn))
 
     def fresh_output(self, state) -> torch.Tensor:
         r""":math:`f_\theta(z)` at the current θ without input perturbation, detached (the boxes'
