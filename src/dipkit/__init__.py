@@ -4,24 +4,47 @@ Main entry points::
 
     problem = dipkit.simulate("ct", image, views=30, noise_level=0.02)   # or Problem.load(path)
     result = dipkit.reconstruct(problem, RunConfig(method="dip"), out_dir="run")
+
+The names below are imported on first use, so ``import dipkit`` (and ``dipkit --help``) does not
+import torch.
 """
 
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
-from .config import RunConfig
-from .errors import DipkitError
-from .io import load_image_source, load_sample, read_image
-from .metrics import psnr, ssim
-from .problem import Problem
-from .runner import reconstruct
+#: public name -> the module that defines it
+_LAZY = {
+    "RunConfig": "dipkit.config",
+    "DipkitError": "dipkit.errors",
+    "load_image_source": "dipkit.io",
+    "load_sample": "dipkit.io",
+    "read_image": "dipkit.io",
+    "psnr": "dipkit.metrics",
+    "ssim": "dipkit.metrics",
+    "Problem": "dipkit.problem",
+    "reconstruct": "dipkit.runner",
+}
 
 __all__ = ["Problem", "RunConfig", "DipkitError", "simulate", "reconstruct", "load_image_source",
            "load_sample", "read_image", "psnr", "ssim", "__version__"]
 
 
-def simulate(task: str, image, **options) -> Problem:
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dipkit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+def simulate(task: str, image, **options):
     """Simulate a :class:`Problem` for ``task`` (see ``dipkit.tasks.TASKS``) from a ``[C, H, W]`` image."""
     from .tasks import get_task
 

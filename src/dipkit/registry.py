@@ -9,7 +9,11 @@ A :class:`Registry` is a read-only mapping ``name -> object`` with
   name: ``unknown method 'x' (choose from a, b, c)``;
 * :meth:`Registry.describe` — ``{name: one-line description}`` for listings (``dipkit methods``);
 * an optional *loader*, called once on the first miss, that imports the modules which register
-  the remaining entries (plug-in style: optional denoisers, operator kinds).
+  the remaining entries (plug-in style: optional denoisers, operator kinds);
+* an optional *index* ``{name: {"module": …, "description": …, …}}`` of entries defined in
+  modules not imported yet: :meth:`Registry.catalogue` lists them without importing anything (so
+  ``dipkit methods`` and ``dipkit nets`` start without torch), and a lookup imports just the
+  entry's module. A test keeps each index equal to the registered objects.
 """
 
 from __future__ import annotations
@@ -33,10 +37,12 @@ class Registry(Mapping, Generic[T]):
     :param hint: appended to the unknown-name error, e.g. ``"run 'dipkit methods'"``.
     """
 
-    def __init__(self, kind: str, *, loader: Callable[[], None] | None = None, hint: str | None = None):
+    def __init__(self, kind: str, *, loader: Callable[[], None] | None = None, hint: str | None = None,
+                 index: dict[str, dict] | None = None):
         self.kind = kind
         self.hint = hint
         self._loader = loader
+        self.index = dict(index or {})
         self._entries: dict[str, T] = {}
         self._descriptions: dict[str, str] = {}
 
@@ -69,10 +75,20 @@ class Registry(Mapping, Generic[T]):
             loader, self._loader = self._loader, None
             loader()
 
+    def _import(self, name: str) -> None:
+        """Import the module that defines an indexed entry, else run the loader."""
+        module = self.index.get(name, {}).get("module")
+        if module is not None:
+            import importlib
+
+            importlib.import_module(module)
+        if name not in self._entries:
+            self._load()
+
     def get(self, name: str, default: Any = ...) -> T:  # type: ignore[override]
         """The entry ``name``; an unknown name raises :class:`DipkitError` (or returns ``default``)."""
         if name not in self._entries:
-            self._load()
+            self._import(name)
         if name in self._entries:
             return self._entries[name]
         if default is not ...:
@@ -96,8 +112,9 @@ class Registry(Mapping, Generic[T]):
         del self._descriptions[name]
 
     def __contains__(self, name: object) -> bool:
-        if name not in self._entries:
-            self._load()
+        if name in self._entries or name in self.index:
+            return True
+        self._load()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
@@ -117,6 +134,17 @@ class Registry(Mapping, Generic[T]):
         """``{name: one-line description}`` in registration order."""
         self._load()
         return dict(self._descriptions)
+
+    def catalogue(self) -> dict[str, dict]:
+        """``{name: fields}`` of the indexed and the registered entries, importing nothing: an
+        indexed entry's fields are its index entry; a registered one's are ``description``,
+        ``reference`` and ``algorithm`` when the object has them."""
+        out = {name: dict(fields) for name, fields in self.index.items()}
+        for name, obj in self._entries.items():
+            if name not in out:
+                out[name] = {"description": self._descriptions[name],
+                             **{k: getattr(obj, k) for k in ("reference", "algorithm") if hasattr(obj, k)}}
+        return out
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {list(self._entries)})"

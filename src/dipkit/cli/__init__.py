@@ -37,21 +37,24 @@ def get_verb(name: str) -> Verb:
     return getattr(importlib.import_module(module), attr)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(verbs=None) -> argparse.ArgumentParser:
+    """The parser; the arguments of only ``verbs`` (default: all) are added — ``main`` adds just
+    the invoked verb's, so that ``dipkit --help`` or ``dipkit methods`` imports nothing heavy."""
     p = Parser(prog="dipkit", description="Deep Image Prior reconstructions from a single measurement.")
     p.add_argument("--version", action="version", version=f"dipkit {__version__}")
     sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
     for name in VERBS:
         verb = get_verb(name)
         e = sub.add_parser(name, help=verb.help, description=verb.description or verb.help)
-        if verb.add_arguments is not None:
+        if verb.add_arguments is not None and (verbs is None or name in verbs):
             verb.add_arguments(e)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        parser = build_parser()
+        parser = build_parser([a for a in argv if a in VERBS][:1])
         args = parser.parse_args(argv)
         if not args.verb:
             parser.print_help()

@@ -15,14 +15,15 @@ FAMILY_ORDER = ["dip", "dip-tv", "dip-tv-hqs", "dip-wtv-admm", "dip-constrained"
 def _methods(args) -> int:
     from ..methods import METHODS as registry
 
-    names = [n for n in FAMILY_ORDER if n in registry] + sorted(n for n in registry if n not in FAMILY_ORDER)
+    catalogue = registry.catalogue()  # imports no method module
+    names = [n for n in FAMILY_ORDER if n in catalogue] + sorted(n for n in catalogue if n not in FAMILY_ORDER)
     width = max(len(n) for n in names)
     for name in names:
-        cls = registry[name]
-        print(f"{name:<{width}}  {cls.description}")
-        ref = cls.reference
-        if cls.algorithm and cls.algorithm not in ref:
-            ref += f" [{cls.algorithm}]"
+        entry = catalogue[name]
+        print(f"{name:<{width}}  {entry['description']}")
+        ref, alg = entry.get("reference", ""), entry.get("algorithm", "")
+        if alg and alg not in ref:
+            ref += f" [{alg}]"
         print(f"{'':<{width}}  ref: {ref}")
     return 0
 

@@ -7,7 +7,14 @@ imported on the first lookup of a name (see :mod:`dipkit.methods.registry`).
 
 from __future__ import annotations
 
-from .base import Method, data_fidelity
 from .registry import METHODS, get_method, make_method, register
 
 __all__ = ["Method", "data_fidelity", "METHODS", "get_method", "make_method", "register"]
+
+
+def __getattr__(name):  # the base class imports torch: only when asked for
+    if name in ("Method", "data_fidelity"):
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,14 +1,18 @@
 """The method registry: every name a user can type after ``--method``.
 
 Network methods live in :mod:`dipkit.methods`, the classical baselines in
-:mod:`dipkit.baselines`; both register here. The modules are imported on the first lookup of a
-name not yet registered (or the first listing), so importing :mod:`dipkit.methods` stays cheap.
+:mod:`dipkit.baselines`; both register here. ``index.json`` beside this file says, for every
+shipped method, which module defines it and what ``dipkit methods`` prints about it, so that the
+listing imports no method module (nor torch); a lookup imports just the method's module.
+``tests/test_registry.py`` keeps the index equal to the classes' attributes.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
+from importlib.resources import files
 
 from ..errors import DipkitError
 from ..registry import Registry
@@ -24,7 +28,8 @@ def _load_all() -> None:
                 importlib.import_module(f"{package}.{mod.name}")
 
 
-METHODS: Registry = Registry("method", loader=_load_all, hint="run 'dipkit methods'")
+METHODS: Registry = Registry("method", loader=_load_all, hint="run 'dipkit methods'",
+                             index=json.loads(files("dipkit.methods").joinpath("index.json").read_text("utf-8")))
 
 #: class decorator: register a method class under ``cls.name``
 register = METHODS.register

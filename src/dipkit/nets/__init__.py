@@ -12,16 +12,13 @@ All networks take ``(B, C_in, H, W)`` with any ``H, W >= 1`` and return
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch.nn as nn
-
 from dipkit.errors import DipkitError
 from dipkit.registry import Registry
-from dipkit.nets.skipnet import SkipNet
-from dipkit.nets.unet import UNet
 
 __all__ = [
     "NETS",
@@ -35,15 +32,27 @@ __all__ = [
 ]
 
 
+def __getattr__(name):  # the network classes import torch: only when asked for
+    if name in ("UNet", "SkipNet"):
+        return getattr(importlib.import_module(f"dipkit.nets.{name.lower()}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 @dataclass(frozen=True)
 class NetPreset:
-    """A named network configuration: a class and its keyword arguments."""
+    """A named network configuration: a class (``"module:Class"``, imported when a network is built)
+    and its keyword arguments."""
 
-    cls: type[nn.Module]
+    target: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     #: Adam learning rate of the network methods with this network (their ``lr`` default)
     lr: float = 1e-3
+
+    @property
+    def cls(self) -> type:
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr)
 
     def valid_keys(self) -> list[str]:
         """Keyword arguments that ``build_net`` accepts as overrides for this preset."""
@@ -53,27 +62,27 @@ class NetPreset:
 
 NETS: Registry = Registry("network", hint="run 'dipkit nets'")
 NETS.register(NetPreset(
-    UNet,
+    "dipkit.nets.unet:UNet",
     dict(channels=[16, 16, 32, 32, 64], skip_levels=(0, 1), skip_channels=4),
     "CPU default: handbook U-Net family, 5 scales x [16,16,32,32,64] channels, "
     "4-channel skips at the two lowest-resolution levels",
     lr=1e-3,
 ), name="unet")
 NETS.register(NetPreset(
-    UNet,
+    "dipkit.nets.unet:UNet",
     dict(channels=128, skip_levels=(0, 1), skip_channels=4),
     "DIP-for-CT handbook / Educated DIP U-Net: 6 scales x 128 channels, 4-channel skips "
     "at the two lowest-resolution levels (~3.0M parameters)",
     lr=1e-4,
 ), name="unet-paper")
 NETS.register(NetPreset(
-    SkipNet,
+    "dipkit.nets.skipnet:SkipNet",
     dict(num_channels_down=128, num_channels_skip=4),
     "Ulyanov et al. 2018 DIP skip net: 5 levels x 128 channels, 4-channel skips, "
     "reflection padding, LeakyReLU",
 ), name="skip")
 NETS.register(NetPreset(
-    SkipNet,
+    "dipkit.nets.skipnet:SkipNet",
     dict(num_channels_down=[16, 32, 64, 128, 128], num_channels_skip=4),
     "cheaper DIP skip net for CPUs: 5 levels x [16,32,64,128,128] channels "
     "(the defaults of skip() in the DIP repository), 4-channel skips",
@@ -85,7 +94,7 @@ def list_nets() -> dict[str, str]:
     return NETS.describe()
 
 
-def build_net(name: str, in_channels: int, out_channels: int, **overrides: Any) -> nn.Module:
+def build_net(name: str, in_channels: int, out_channels: int, **overrides: Any):
     """Build the preset ``name`` for ``in_channels -> out_channels``, with keyword overrides.
 
     Raises :class:`~dipkit.errors.DipkitError` for an unknown name or keyword (the message
@@ -109,6 +118,6 @@ def check_options(name: str, options: dict) -> None:
         )
 
 
-def count_parameters(net: nn.Module, trainable_only: bool = False) -> int:
+def count_parameters(net, trainable_only: bool = False) -> int:
     """Number of parameter entries of ``net`` (only those with ``requires_grad`` if asked)."""
     return sum(p.numel() for p in net.parameters() if p.requires_grad or not trainable_only)
