@@ -300,6 +300,7 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
     result.members = chosen if members > 1 else None
     result.estimates = estimates
     result.history = history
+    resolved.params = dict(method.config())  # values chosen during the run (e.g. TV's alpha="auto")
     result.config = resolved.to_dict()
     if out_dir is not None:
         write_run_dir(Path(out_dir), result)
