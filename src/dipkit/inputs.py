@@ -8,6 +8,8 @@ informative ones (an FBP or another classical reconstruction). Each kind here re
   (default: the image's channel count), fixed during the run;
 * ``meshgrid`` — two channels with the pixel coordinates in [0, 1] (Ulyanov et al., Fig. 22);
 * ``fbp``      — the operator's direct reconstruction ``physics.A_dagger(y)`` (FBP for CT);
+* ``tv``       — the classical TV reconstruction (:func:`dipkit.baselines.tv.tv_reconstruct`
+  with its ground-truth-free weight), the strongest classical input;
 * ``adjoint``  — :math:`A^\top y`, divided by its largest magnitude per sample (``A`` is not
   normalised, so the raw back-projection can be thousands of times larger than the image).
 
@@ -52,6 +54,14 @@ def _meshgrid(problem, *, channels, std, generator):
 def _fbp(problem, *, channels, std, generator):
     with torch.no_grad():
         return problem.physics.A_dagger(problem.y).detach()
+
+
+@INPUTS.register("tv", description="a classical TV reconstruction, its weight chosen by held-out misfit")
+def _tv(problem, *, channels, std, generator):
+    from .baselines.tv import tv_reconstruct
+
+    nonneg = not str(problem.meta.get("task", "")).startswith("mri")
+    return tv_reconstruct(problem.physics, problem.y, "auto", nonneg=nonneg).detach()
 
 
 @INPUTS.register("adjoint", description="the back-projection Aᵀy, scaled to max |·| = 1 per sample")
