@@ -2,7 +2,9 @@ r"""Bench outputs, built from the run dirs alone (so ``--resume`` and every exec
 
 * ``runs.csv`` — one row per run (case, instance, method, seed): status, metrics, error;
 * ``results.csv`` / ``results.md`` — one row per (case, method label): the CT paper's Table 2
-  columns (peak PSNR and its iteration, early-stopping PSNR and iteration, final PSNR) plus SSIM
+  columns (peak PSNR and its iteration, early-stopping PSNR and iteration, final PSNR), the
+  validation pick (PSNR and iteration of the held-out-misfit minimum, when the ``val`` rule ran)
+  plus SSIM
   (of the run's reconstruction: the early-stopped estimate when a stopping rule selected one, else
   the final one), final SSIM, wall time and iterations/s; each as mean and standard deviation over
   the completed runs of the row (seeds × images × noise seeds). The standard deviation is the

@@ -24,6 +24,8 @@ METRICS: list[tuple[str, tuple[str, ...], str, str]] = [
     ("es_psnr", ("early_stop", "psnr"), "ES PSNR", ".2f"),
     ("es_iter", ("early_stop", "iteration"), "ES iter.", ".0f"),
     ("final_psnr", ("final", "psnr"), "final PSNR", ".2f"),
+    ("val_psnr", ("validation", "psnr"), "val PSNR", ".2f"),
+    ("val_iter", ("validation", "iteration"), "val iter.", ".0f"),
     ("ssim", ("ssim",), "SSIM", ".3f"),
     ("final_ssim", ("final", "ssim"), "final SSIM", ".3f"),
     ("wall_time_s", ("wall_time_s",), "time [s]", ".1f"),
