@@ -110,15 +110,13 @@ def test_mean_std_match_the_runs(tiny_run):
 
 
 def test_mean_std_helper():
-    from dipkit.bench.report import aggregate, mean_std
+    from dipkit.bench.report import METRICS, aggregate, mean_std
 
     assert mean_std([1.0, 2.0, None, 6.0]) == (3.0, pytest.approx(statistics.stdev([1, 2, 6])), 3)
     assert mean_std([5.0]) == (5.0, None, 1)
     assert mean_std([None]) == (None, None, 0)
     rows = [{"case": "c", "task": "ct", "instance": f"i{i}", "method": "m", "method_name": "dip", "seed": s,
-             "status": "ok", "error": None, **{k: None for k in ("peak_psnr", "peak_iter", "es_psnr", "es_iter",
-                                                                   "final_psnr", "ssim", "final_ssim", "wall_time_s",
-                                                                   "iterations_per_s")}}
+             "status": "ok", "error": None, **{k: None for k, *_ in METRICS}}
             for i in range(2) for s in range(2)]
     for r, v in zip(rows, [20.0, 22.0, 24.0, 30.0]):
         r["final_psnr"] = v
