@@ -68,7 +68,16 @@ _DICOM_SAMPLES = {
     "ct": "CT_small.dcm",
     "ct-head": "693_J2KI.dcm",
     "mr": "MR_small.dcm",
+    "head-ct": "J2K_pixelrep_mismatch.dcm",
+    "abdomen-mr": "examples_overlay.dcm",
 }
+
+
+def _motorcycle() -> np.ndarray:
+    import skimage.data
+
+    left = np.asarray(skimage.data.stereo_motorcycle()[0])
+    return _to_chw(_int_scale(left), hwc_channels=(3,))
 
 #: name -> :class:`Sample`; every sample loads offline from installed packages.
 SAMPLES: dict[str, Sample] = {
@@ -104,6 +113,15 @@ SAMPLES: dict[str, Sample] = {
                      "microscopy"),
     "hubble": Sample(_skimage("hubble_deep_field"), "Hubble deep field, 872x1000 RGB",
                      "astronomy"),
+    # kept apart: used only to evaluate the calibrated defaults (never to tune them or to train)
+    "head-ct": Sample(_dicom_sample("J2K_pixelrep_mismatch.dcm"),
+                      "real head CT slice, 512x512, HU windowed (pydicom test file J2K_pixelrep_mismatch.dcm); "
+                      "held out for evaluation", "ct"),
+    "abdomen-mr": Sample(_dicom_sample("examples_overlay.dcm"),
+                         "real abdominal MR slice, 300x484, min-max scaled (pydicom test file "
+                         "examples_overlay.dcm); held out for evaluation", "mr"),
+    "motorcycle": Sample(_motorcycle, "motorcycle photograph, 500x741 RGB (scikit-image stereo pair, left); "
+                                      "held out for evaluation", "photo"),
 }
 
 

@@ -38,6 +38,9 @@ __all__ = ["train_denoiser", "command_line", "evaluate_held_out", "TRAIN_IMAGES"
 #: images never used for training (the denoiser benchmark and tests evaluate on them)
 HELD_OUT = ("camera", "shepp-logan", "ct")
 
+#: images kept apart to evaluate dipkit's calibrated defaults: never training images either
+EVALUATION_ONLY = ("head-ct", "abdomen-mr", "motorcycle")
+
 #: default training images (all load offline through :func:`dipkit.io.load_sample`)
 TRAIN_IMAGES = ("astronaut", "coffee", "cat", "rocket", "coins", "moon", "clock", "text", "page",
                 "brick", "grass", "gravel", "cell", "microaneurysms", "immunohistochemistry",
@@ -52,9 +55,9 @@ def _load_images(names, scales, patch: int) -> list[torch.Tensor]:
     out = []
     for name in names:
         key = str(name).strip().lower().replace("_", "-")
-        if key in HELD_OUT:
+        if key in HELD_OUT + EVALUATION_ONLY:
             raise DipkitError(f"{name!r} is held apart for evaluation and cannot be a training image "
-                              f"(held apart: {', '.join(HELD_OUT)})")
+                              f"(held apart: {', '.join(HELD_OUT + EVALUATION_ONLY)})")
         img = load_sample(key, channels="gray")[0]
         for s in scales:
             im = img if s == 1 else rescale(img, float(s), anti_aliasing=True, preserve_range=True)
