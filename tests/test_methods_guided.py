@@ -105,6 +105,38 @@ def test_aseqdip_initial_input(ct_problem):
         ASeqDIP(z0="y").setup(_state(ct_problem))
 
 
+def test_aseqdip_fbp_initial_input(ct_problem):
+    st = _state(ct_problem)
+    ASeqDIP(z0="fbp").setup(st)
+    fbp = ct_problem.physics.A_dagger(ct_problem.y)  # the operator's direct reconstruction (FBP)
+    assert torch.allclose(st.z, fbp) and st.z is not ct_problem.y
+    # FBP is in image units (unlike the max-normalised adjoint): close to the image's range
+    assert 0.5 < float(st.z.max()) < 2.0
+
+
+def test_aseqdip_history_peak_and_final_agree(ct_problem, tiny_cfg):
+    """The last z update happens at the last step, after on_step_end: the history's last row,
+    the peak and the final value must still all describe the returned estimate."""
+    from dipkit.metrics import psnr
+    from dipkit.runner import reconstruct
+
+    for steps, every in [(12, 4), (12, 6), (11, 4)]:  # last step: an outer update / none
+        cfg = tiny_cfg("aseqdip", iterations=steps, lr=1e-2, inner_steps=2)
+        cfg.log_every = every
+        res = reconstruct(ct_problem, cfg, quiet=True)
+        hist = res.history
+        final = res["final"]["psnr"]
+        assert hist["step"][-1] == steps
+        assert hist["psnr"][-1] == pytest.approx(final, abs=1e-4)   # the last row is the returned z_K
+        assert res["peak"]["psnr"] >= final - 1e-6
+        assert res["peak"]["psnr"] == pytest.approx(max(hist["psnr"]), abs=1e-9)
+        # the peak estimate is the one of the best row
+        p_peak = float(psnr(res.estimates["peak"], ct_problem.x_true))
+        assert p_peak == pytest.approx(res["peak"]["psnr"], abs=1e-4)
+        # every row at an outer-update step describes z_k, not z_{k-1}
+        assert len(hist["step"]) == len(set(hist["step"]))
+
+
 def test_aseqdip_resume_matches_uninterrupted(ct_problem):
     a = _state(ct_problem, steps=8)
     run(ASeqDIP(lr=1e-2, inner_steps=2), a, [])

@@ -15,7 +15,7 @@ from .registry import register
 
 __all__ = ["ASeqDIP"]
 
-_Z0 = ("auto", "adjoint", "y", "input")
+_Z0 = ("auto", "fbp", "adjoint", "y", "input")
 
 
 @register
@@ -48,12 +48,17 @@ class ASeqDIP(Method):
 
     ``K`` is ``iterations // N``; when the step budget is not a multiple of ``N`` the last partial
     block trains θ but the estimate stays the last completed :math:`z_k`. The estimate is ``z``
-    at every step (it changes only at outer updates; the history row logged at step ``kN`` is
-    sampled just before the update to :math:`z_k`).
+    at every step (it changes only at outer updates, at the end of step ``kN``; the history row
+    logged at step ``kN`` describes :math:`z_k` — the recorder re-evaluates a sampled step after
+    its outer update, :class:`dipkit.engine.recorder.HistoryRecorder` — so the history's last row
+    and its peak agree with the returned :math:`z_K`).
 
     *Initial input* :math:`z_0` (set by the method in ``setup``, whatever the run's
     ``--input`` is, unless ``z0="input"``):
 
+    * ``"fbp"`` — the operator's direct reconstruction ``physics.A_dagger(y)`` in image units
+      (CT: the filtered back-projection; MRI: the zero-filled inverse FFT, i.e. :math:`A^H y`
+      unnormalised; image-domain operators: their pseudo-inverse, e.g. ``y`` for denoising);
     * ``"adjoint"`` — :math:`A^\top y` divided by its largest magnitude per sample (CT and MRI:
       aSeqDIP §3.2 uses :math:`A^H y`; the CT paper code normalises it by its maximum);
     * ``"y"`` — the measurement itself (denoising, inpainting, deblurring: aSeqDIP §3.2);
@@ -78,7 +83,7 @@ class ASeqDIP(Method):
     :param lr: Adam learning rate β (aSeqDIP §4.1: 1e-4).
     :param lam: autoencoding weight λ, relative to ‖A‖² (aSeqDIP App. C.4: 1).
     :param inner_steps: gradient steps N per input update (aSeqDIP App. C.5: 2).
-    :param z0: initial input: ``"auto"``, ``"adjoint"``, ``"y"`` or ``"input"`` (see above).
+    :param z0: initial input: ``"auto"``, ``"fbp"``, ``"adjoint"``, ``"y"`` or ``"input"`` (see above).
 
     Reference: I. Alkhouri, S. Liang, E. Bell, Q. Qu, R. Wang, S. Ravishankar, "Image reconstruction
     via autoencoding sequential deep image prior", NeurIPS 2024.
@@ -110,6 +115,8 @@ class ASeqDIP(Method):
             kind = "y" if tuple(state.y.shape) == tuple(aty.shape) else "adjoint"
         if kind == "input":
             z = state.z
+        elif kind == "fbp":
+            z = state.physics.A_dagger(state.y)
         elif kind == "y":
             if tuple(state.y.shape) != tuple(aty.shape):
                 raise DipkitError(f"aseqdip z0='y' needs y with the image shape {tuple(aty.shape)}, "
