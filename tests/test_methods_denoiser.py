@@ -197,6 +197,74 @@ def test_thesis_admm_pixel_generator_reaches_closed_form(tiny, cls, steps, lr_sc
     assert cls is DIPADMMv2 or math.isclose(m.ista_sigma(), SIGMA * math.sqrt(RHO / (1 + RHO)))
 
 
+class BiasedDenoiser:
+    """A Gaussian-type denoiser that is not the identity as σ → 0 (like the shipped DnCNN): shrinkage
+    plus a constant bias; it declares the σ below which it is not a useful denoiser."""
+
+    name = "biased-test"
+    sigma_floor = 0.1
+
+    def __init__(self, bias=0.05):
+        self.bias, self.calls = bias, []
+
+    def __call__(self, x, sigma):
+        self.calls.append(sigma)
+        return x / (1.0 + sigma**2) + self.bias
+
+    def to(self, device):
+        return self
+
+
+@pytest.mark.parametrize("cls,extra", [(DIPADMMv2, {}), (DIPADMMv1, {"ista_steps": 5})])
+def test_thesis_admm_skips_a_denoiser_below_its_sigma_floor(tiny, cls, extra):
+    """Below the denoiser's sigma_floor the prox is the identity: the biased denoiser is never
+    called and the run is exactly the run with an exact identity prox (shrinkage at σ = 0)."""
+    def go(denoiser, sigma):
+        m = cls(rho=RHO, ema=None, denoiser="shrinkage", denoiser_sigma=sigma, **extra)
+        if denoiser is not None:
+            m.D = denoiser
+        st = pixel_state(tiny, 30, lr=0.5 / tiny.norm_sq)
+        return m, run(m, st)
+
+    biased = BiasedDenoiser()
+    with pytest.warns(UserWarning, match="floor"):
+        m, st = go(biased, 0.05)                     # v2: σ = 0.05; v1: σ' = 0.05·√½ — both < 0.1
+    assert biased.calls == [] and m.prox_sigma() < biased.sigma_floor
+    _, ref = go(None, 0.0)                          # D(x, 0) = x exactly
+    torch.testing.assert_close(st.aux["x"], ref.aux["x"], rtol=0, atol=1e-12)
+    torch.testing.assert_close(st.estimate, ref.estimate, rtol=0, atol=1e-12)
+    # above the floor the denoiser is called, at the box's σ (v1: σ' = σ (ρ/(1+ρ))^{1/p}, p = 2)
+    above = BiasedDenoiser()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m2, st2 = go(above, 0.5)
+    sig = 0.5 if cls is DIPADMMv2 else 0.5 * math.sqrt(RHO / (1 + RHO))
+    assert above.calls and all(s == pytest.approx(sig) for s in above.calls)
+    assert len(above.calls) == 30 * extra.get("ista_steps", 1)
+    # the bias shows in the result: x_{t+1} = D(·) carries +0.05
+    assert not torch.allclose(st2.aux["x"], ref.aux["x"], atol=1e-3)
+
+
+def test_thesis_admm_default_prox_is_tv():
+    from dipkit.priors.denoisers import TVDenoiser
+    from dipkit.priors.learned import LearnedDenoiser
+
+    for name in ("dip-admm-v1", "dip-admm-v2"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            m = make_method(name)
+            assert m.denoiser == "tv" and isinstance(m.D, TVDenoiser)
+        assert m.sigma_floor() == 0.0                                       # TV → identity as σ → 0
+        assert m.denoise(torch.ones(1, 1, 4, 4), 0.0).allclose(torch.ones(1, 1, 4, 4))
+    assert LearnedDenoiser.sigma_floor == 0.01
+    # with the learned denoiser, the default σ (0.002) is below its floor: identity, with a warning
+    m = DIPADMMv2(denoiser="learned")
+    assert m.sigma_floor() == 0.01
+    x = torch.rand(1, 1, 8, 8)
+    assert torch.equal(m.denoise(x, m.denoiser_sigma), x)
+    assert not torch.allclose(m.denoise(x, 0.02), x, atol=1e-4)
+
+
 def test_v2_dual_follows_box_order(tiny):
     """x_{t+1} = D(G(θ_t) − u_t); u_{t+1} = u_t + x_{t+1} − G(θ_{t+1}) (applied at the next forward)."""
     m = DIPADMMv2(rho=RHO, ema=None, **SHRINK)
