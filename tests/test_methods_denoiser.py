@@ -331,6 +331,39 @@ def test_hqs_schedule_increases_and_sets_denoiser_strength(ct_problem):
     torch.testing.assert_close(st.terms["split"], expect, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("denoiser,p", [("tv", 1), ("shrinkage", 2)])
+def test_hqs_sigma_follows_the_prox_power(ct_problem, denoiser, p):
+    """σ_k = (α/μ_k)^{1/p}: D(·, σ) = prox_{σ^p J} is prox_{(α/μ_k) J} of line (33)."""
+    from dipkit.priors.denoisers import prox_power
+
+    alpha = 4e-4
+    m = DIPDenoiserHQS(denoiser=denoiser, inner_steps=4, mu=0.01, mu_max=0.2, alpha=alpha, lr=1e-2)
+    assert prox_power(m.D) == p
+    spy = SpyDenoiser(m.D)
+    m.D = spy
+    run(m, ct_state(ct_problem, 16))
+    sched = m.schedule(16)
+    sig = [s for _, s in spy.calls]
+    assert len(sig) == 4
+    assert sig == pytest.approx([(alpha / mu) ** (1.0 / p) for mu in sched], rel=1e-12)
+    assert [s**p for s in sig] == pytest.approx([alpha / mu for mu in sched], rel=1e-9)   # prox weight α/μ_k
+
+
+def test_hqs_default_sigma_range_for_the_learned_denoiser():
+    """The defaults (α = 4e-5 = ρσ² of ADMM's defaults, μ: 0.01 → 0.2) give the learned denoiser
+    σ_k from √(4e-3) ≈ 0.063 to √(2e-4) ≈ 0.014, above its floor, and σ = 0.02 at μ = 0.1."""
+    from dipkit.priors.learned import LearnedDenoiser
+
+    m = DIPDenoiserHQS()
+    assert m.denoiser == "learned" and m.alpha == pytest.approx(4e-5)
+    adm = DIPDenoiserADMM()
+    assert m.alpha == pytest.approx(adm.rho * adm.denoiser_sigma**2)
+    sig = [math.sqrt(m.alpha / mu) for mu in m.schedule(3000)]
+    assert sig[0] == pytest.approx(0.0632, abs=1e-4) and sig[-1] == pytest.approx(0.01414, abs=1e-4)
+    assert min(sig) > LearnedDenoiser.sigma_floor and max(sig) < 55 / 255
+    assert math.sqrt(m.alpha / 0.1) == pytest.approx(adm.denoiser_sigma)
+
+
 def test_hqs_rejects_decreasing_schedule():
     with pytest.raises(DipkitError):
         make_method("dip-denoiser-hqs", mu=2.0, mu_max=1.0, denoiser="tv")
