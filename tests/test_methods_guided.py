@@ -312,13 +312,37 @@ def test_sgld_run_records_posterior_mean(ct_problem):
     assert "posterior_var" in st.state_dict()["aux"]
 
 
+def test_sgld_burn_in_follows_the_step_budget(ct_problem):
+    """Default burn-in: half the run; an explicit burn-in that leaves no sample is refused."""
+
+    class _Xs(Callback):
+        def __init__(self):
+            self.xs = []
+
+        def on_step_end(self, state):
+            self.xs.append(state.x.clone())
+
+    st, cb = _state(ct_problem, steps=8), _Xs()
+    m = SGLD(lr=0.1)
+    assert m.burn_in is None and m.config()["burn_in"] is None
+    run(m, st, [cb])
+    assert m.output.burn_in == 4                                     # ⌊8/2⌋
+    assert torch.allclose(st.estimate, torch.stack(cb.xs[4:]).mean(0), atol=1e-6)
+    assert not torch.allclose(st.estimate, cb.xs[-1])                # a mean, not the last iterate
+    assert m.burn_in_for(10000) == 5000 and SGLD(burn_in=7).burn_in_for(8) == 7
+    with pytest.raises(DipkitError, match="burn_in"):
+        run(SGLD(lr=0.1, burn_in=8), _state(ct_problem, steps=8), [])
+    with pytest.raises(DipkitError, match="burn_in"):
+        SGLD(burn_in=5000).burn_in_for(1000)
+
+
 def test_registry_names_and_bad_parameters():
     assert type(make_method("self-guided")) is SelfGuidedDIP
     assert type(make_method("aseqdip")) is ASeqDIP
     assert type(make_method("sgld")) is SGLD
     assert make_method("aseqdip").inner_steps == 2 and make_method("aseqdip").lam == 1.0
-    for name, bad in [("aseqdip", {"z0": "fbp"}), ("aseqdip", {"inner_steps": 0}),
+    for name, bad in [("aseqdip", {"z0": "fbp-typo"}), ("aseqdip", {"inner_steps": 0}),
                       ("self-guided", {"alpha": 1.0}), ("self-guided", {"noise": "laplace"}),
-                      ("sgld", {"T": -1.0})]:
+                      ("self-guided", {"penalty": "sum"}), ("sgld", {"T": -1.0}), ("sgld", {"burn_in": -1})]:
         with pytest.raises(DipkitError):
             make_method(name, **bad)
