@@ -225,6 +225,55 @@ def test_self_guided_clip_is_per_sample_for_z(ct_problem):
     assert norms[0] == pytest.approx(1.0, rel=1e-4) and norms[1] == pytest.approx(1e-4 * 32, rel=1e-4)
 
 
+def test_self_guided_penalty_each_realisation(ct_problem):
+    """penalty="each": (λ/2)‖A‖²·mean_i ‖f_θ(z+η_i) − z‖² (CT paper code) = the box's penalty on the
+    mean plus the spread of the realisations; its gradient is that of the written-out objective."""
+    lam, n = 0.1, 3
+    st = _state(ct_problem, batch=2)
+    each = SelfGuidedDIP(lam=lam, n_eta=n, clip=None, penalty="each")
+    each.setup(st)
+    each.param_groups(st)
+    g0 = st.generator.get_state()
+    zs = each.perturbed_inputs(st).detach()
+    st.generator.set_state(g0)
+    x = each.forward(st)
+    terms = each.loss(st, x)
+    with torch.no_grad():
+        outs = st.net(zs).reshape(2, n, 1, 32, 32)
+        z = st.z.detach()
+        w = 0.5 * lam * st.opnorm_sq()
+        per = (outs - z.unsqueeze(1)).pow(2).flatten(2).sum(2)          # [B, N_η]
+        mean_pen = (outs.mean(1) - z).pow(2).flatten(1).sum(1)
+        spread = (outs - outs.mean(1, keepdim=True)).pow(2).flatten(2).sum(2).mean(1)
+    assert torch.allclose(x, outs.mean(1), atol=1e-6)                    # the output is still the mean
+    assert torch.allclose(terms["self_guidance"], w * per.mean(1), rtol=1e-5)
+    assert torch.allclose(terms["self_guidance"], w * (mean_pen + spread), rtol=1e-4)
+    assert bool((spread > 0).all())                                     # so "each" > "mean" here
+    # the default ("mean") penalises the mean output only (Alg. 7 line 4), with the same noise
+    mean = SelfGuidedDIP(lam=lam, n_eta=n, clip=None)
+    st.generator.set_state(g0)
+    t_mean = mean.loss(st, mean.forward(st))
+    assert torch.allclose(t_mean["self_guidance"], w * mean_pen, rtol=1e-5)
+    assert torch.allclose(t_mean["data"], terms["data"])
+    # gradient w.r.t. z of the "each" objective, written out
+    sum(terms.values()).sum().backward()
+    grad = st.z.grad.clone()
+    zz = st.z.detach().clone().requires_grad_(True)
+    eta = (zs.reshape(2, n, 1, 32, 32) - z.unsqueeze(1))
+    o = st.net((zz.unsqueeze(1) + eta).reshape(2 * n, 1, 32, 32)).reshape(2, n, 1, 32, 32)
+    r = ct_problem.physics.A(o.mean(1)) - st.y
+    obj = 0.5 * r.pow(2).sum() + (w.view(2, 1) * (o - zz.unsqueeze(1)).pow(2).flatten(2).sum(2)).mean(1).sum()
+    (ref,) = torch.autograd.grad(obj, zz)
+    assert torch.allclose(grad, ref, rtol=1e-3, atol=1e-4 * ref.abs().max())
+
+
+def test_self_guided_penalty_each_runs(ct_problem):
+    st = _state(ct_problem, steps=3)
+    m = SelfGuidedDIP(lr=1e-3, penalty="each")
+    run(m, st, [])
+    assert m.config()["penalty"] == "each" and torch.isfinite(st.estimate).all()
+
+
 # ---------------------------------------------------------------------- SGLD
 class _ZeroLossSGLD(SGLD):
     name = "sgld-zero-loss-test"
