@@ -389,7 +389,7 @@ def test_registry_names_and_bad_parameters():
     assert type(make_method("self-guided")) is SelfGuidedDIP
     assert type(make_method("aseqdip")) is ASeqDIP
     assert type(make_method("sgld")) is SGLD
-    assert make_method("aseqdip").inner_steps == 2 and make_method("aseqdip").lam == 1.0
+    assert make_method("aseqdip").inner_steps == 2 and make_method("aseqdip").lam == 0.1
     for name, bad in [("aseqdip", {"z0": "fbp-typo"}), ("aseqdip", {"inner_steps": 0}),
                       ("self-guided", {"alpha": 1.0}), ("self-guided", {"noise": "laplace"}),
                       ("self-guided", {"penalty": "sum"}), ("sgld", {"T": -1.0}), ("sgld", {"burn_in": -1})]:
