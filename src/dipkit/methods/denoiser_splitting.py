@@ -117,7 +117,9 @@ class DIPDenoiserHQS(DIPDenoiserSplitting):
         [0.01, 0.22] (:class:`dipkit.priors.learned.LearnedDenoiser`). With ``denoiser = tv``
         (p = 1; J = TV) use α ≈ 0.002 (α‖A‖² ≈ 3.6 TV at 64², 30 views; σ_k from 0.2 down to
         0.01 over the default μ range). The CT paper code: α = 60 in its scaling, TV prox
-        weight from 0.5 down to 0.01.
+        weight from 0.5 down to 0.01. On 64² CT (shepp-logan, 30 views, 2 % noise; lr 1e-3,
+        2000 steps) the default peaks where the former linear rule σ_k = α/μ_k with α = 0.002
+        (σ from 0.2 down to 0.01) did: 26.61 vs 26.49 dB (seed 0), 25.88 vs 25.89 dB (seed 1).
     :param mu: :math:`\mu_0`, relative to :math:`\|A\|^2` (module docs).
     :param mu_max: :math:`\mu_{K-1}` (≥ ``mu``), relative to :math:`\|A\|^2`. The CT paper's code
         spans a factor 50 (:math:`\mu_k = 60\|A\|^2/(n\sigma_k)` in our units); defaults
