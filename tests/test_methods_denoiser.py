@@ -197,6 +197,74 @@ def test_thesis_admm_pixel_generator_reaches_closed_form(tiny, cls, steps, lr_sc
     assert cls is DIPADMMv2 or math.isclose(m.ista_sigma(), SIGMA * math.sqrt(RHO / (1 + RHO)))
 
 
+class BiasedDenoiser:
+    """A Gaussian-type denoiser that is not the identity as σ → 0 (like the shipped DnCNN): shrinkage
+    plus a constant bias; it declares the σ below which it is not a useful denoiser."""
+
+    name = "biased-test"
+    sigma_floor = 0.1
+
+    def __init__(self, bias=0.05):
+        self.bias, self.calls = bias, []
+
+    def __call__(self, x, sigma):
+        self.calls.append(sigma)
+        return x / (1.0 + sigma**2) + self.bias
+
+    def to(self, device):
+        return self
+
+
+@pytest.mark.parametrize("cls,extra", [(DIPADMMv2, {}), (DIPADMMv1, {"ista_steps": 5})])
+def test_thesis_admm_skips_a_denoiser_below_its_sigma_floor(tiny, cls, extra):
+    """Below the denoiser's sigma_floor the prox is the identity: the biased denoiser is never
+    called and the run is exactly the run with an exact identity prox (shrinkage at σ = 0)."""
+    def go(denoiser, sigma):
+        m = cls(rho=RHO, ema=None, denoiser="shrinkage", denoiser_sigma=sigma, **extra)
+        if denoiser is not None:
+            m.D = denoiser
+        st = pixel_state(tiny, 30, lr=0.5 / tiny.norm_sq)
+        return m, run(m, st)
+
+    biased = BiasedDenoiser()
+    with pytest.warns(UserWarning, match="floor"):
+        m, st = go(biased, 0.05)                     # v2: σ = 0.05; v1: σ' = 0.05·√½ — both < 0.1
+    assert biased.calls == [] and m.prox_sigma() < biased.sigma_floor
+    _, ref = go(None, 0.0)                          # D(x, 0) = x exactly
+    torch.testing.assert_close(st.aux["x"], ref.aux["x"], rtol=0, atol=1e-12)
+    torch.testing.assert_close(st.estimate, ref.estimate, rtol=0, atol=1e-12)
+    # above the floor the denoiser is called, at the box's σ (v1: σ' = σ (ρ/(1+ρ))^{1/p}, p = 2)
+    above = BiasedDenoiser()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m2, st2 = go(above, 0.5)
+    sig = 0.5 if cls is DIPADMMv2 else 0.5 * math.sqrt(RHO / (1 + RHO))
+    assert above.calls and all(s == pytest.approx(sig) for s in above.calls)
+    assert len(above.calls) == 30 * extra.get("ista_steps", 1)
+    # the bias shows in the result: x_{t+1} = D(·) carries +0.05
+    assert not torch.allclose(st2.aux["x"], ref.aux["x"], atol=1e-3)
+
+
+def test_thesis_admm_default_prox_is_tv():
+    from dipkit.priors.denoisers import TVDenoiser
+    from dipkit.priors.learned import LearnedDenoiser
+
+    for name in ("dip-admm-v1", "dip-admm-v2"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            m = make_method(name)
+            assert m.denoiser == "tv" and isinstance(m.D, TVDenoiser)
+        assert m.sigma_floor() == 0.0                                       # TV → identity as σ → 0
+        assert m.denoise(torch.ones(1, 1, 4, 4), 0.0).allclose(torch.ones(1, 1, 4, 4))
+    assert LearnedDenoiser.sigma_floor == 0.01
+    # with the learned denoiser, the default σ (0.002) is below its floor: identity, with a warning
+    m = DIPADMMv2(denoiser="learned")
+    assert m.sigma_floor() == 0.01
+    x = torch.rand(1, 1, 8, 8)
+    assert torch.equal(m.denoise(x, m.denoiser_sigma), x)
+    assert not torch.allclose(m.denoise(x, 0.02), x, atol=1e-4)
+
+
 def test_v2_dual_follows_box_order(tiny):
     """x_{t+1} = D(G(θ_t) − u_t); u_{t+1} = u_t + x_{t+1} − G(θ_{t+1}) (applied at the next forward)."""
     m = DIPADMMv2(rho=RHO, ema=None, **SHRINK)
@@ -261,6 +329,39 @@ def test_hqs_schedule_increases_and_sets_denoiser_strength(ct_problem):
     x = st.x
     expect = 0.5 * sched[-1] * st.aux["opnorm_sq"] * (x - probe.before[-1]["u"]).pow(2).flatten(1).sum(1)
     torch.testing.assert_close(st.terms["split"], expect, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("denoiser,p", [("tv", 1), ("shrinkage", 2)])
+def test_hqs_sigma_follows_the_prox_power(ct_problem, denoiser, p):
+    """σ_k = (α/μ_k)^{1/p}: D(·, σ) = prox_{σ^p J} is prox_{(α/μ_k) J} of line (33)."""
+    from dipkit.priors.denoisers import prox_power
+
+    alpha = 4e-4
+    m = DIPDenoiserHQS(denoiser=denoiser, inner_steps=4, mu=0.01, mu_max=0.2, alpha=alpha, lr=1e-2)
+    assert prox_power(m.D) == p
+    spy = SpyDenoiser(m.D)
+    m.D = spy
+    run(m, ct_state(ct_problem, 16))
+    sched = m.schedule(16)
+    sig = [s for _, s in spy.calls]
+    assert len(sig) == 4
+    assert sig == pytest.approx([(alpha / mu) ** (1.0 / p) for mu in sched], rel=1e-12)
+    assert [s**p for s in sig] == pytest.approx([alpha / mu for mu in sched], rel=1e-9)   # prox weight α/μ_k
+
+
+def test_hqs_default_sigma_range_for_the_learned_denoiser():
+    """The defaults (α = 4e-5 = ρσ² of ADMM's defaults, μ: 0.01 → 0.2) give the learned denoiser
+    σ_k from √(4e-3) ≈ 0.063 to √(2e-4) ≈ 0.014, above its floor, and σ = 0.02 at μ = 0.1."""
+    from dipkit.priors.learned import LearnedDenoiser
+
+    m = DIPDenoiserHQS()
+    assert m.denoiser == "learned" and m.alpha == pytest.approx(4e-5)
+    adm = DIPDenoiserADMM()
+    assert m.alpha == pytest.approx(adm.rho * adm.denoiser_sigma**2)
+    sig = [math.sqrt(m.alpha / mu) for mu in m.schedule(3000)]
+    assert sig[0] == pytest.approx(0.0632, abs=1e-4) and sig[-1] == pytest.approx(0.01414, abs=1e-4)
+    assert min(sig) > LearnedDenoiser.sigma_floor and max(sig) < 55 / 255
+    assert math.sqrt(m.alpha / 0.1) == pytest.approx(adm.denoiser_sigma)
 
 
 def test_hqs_rejects_decreasing_schedule():

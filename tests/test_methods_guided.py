@@ -105,6 +105,38 @@ def test_aseqdip_initial_input(ct_problem):
         ASeqDIP(z0="y").setup(_state(ct_problem))
 
 
+def test_aseqdip_fbp_initial_input(ct_problem):
+    st = _state(ct_problem)
+    ASeqDIP(z0="fbp").setup(st)
+    fbp = ct_problem.physics.A_dagger(ct_problem.y)  # the operator's direct reconstruction (FBP)
+    assert torch.allclose(st.z, fbp) and st.z is not ct_problem.y
+    # FBP is in image units (unlike the max-normalised adjoint): close to the image's range
+    assert 0.5 < float(st.z.max()) < 2.0
+
+
+def test_aseqdip_history_peak_and_final_agree(ct_problem, tiny_cfg):
+    """The last z update happens at the last step, after on_step_end: the history's last row,
+    the peak and the final value must still all describe the returned estimate."""
+    from dipkit.metrics import psnr
+    from dipkit.runner import reconstruct
+
+    for steps, every in [(12, 4), (12, 6), (11, 4)]:  # last step: an outer update / none
+        cfg = tiny_cfg("aseqdip", iterations=steps, lr=1e-2, inner_steps=2)
+        cfg.log_every = every
+        res = reconstruct(ct_problem, cfg, quiet=True)
+        hist = res.history
+        final = res["final"]["psnr"]
+        assert hist["step"][-1] == steps
+        assert hist["psnr"][-1] == pytest.approx(final, abs=1e-4)   # the last row is the returned z_K
+        assert res["peak"]["psnr"] >= final - 1e-6
+        assert res["peak"]["psnr"] == pytest.approx(max(hist["psnr"]), abs=1e-9)
+        # the peak estimate is the one of the best row
+        p_peak = float(psnr(res.estimates["peak"], ct_problem.x_true))
+        assert p_peak == pytest.approx(res["peak"]["psnr"], abs=1e-4)
+        # every row at an outer-update step describes z_k, not z_{k-1}
+        assert len(hist["step"]) == len(set(hist["step"]))
+
+
 def test_aseqdip_resume_matches_uninterrupted(ct_problem):
     a = _state(ct_problem, steps=8)
     run(ASeqDIP(lr=1e-2, inner_steps=2), a, [])
@@ -191,6 +223,55 @@ def test_self_guided_clip_is_per_sample_for_z(ct_problem):
     m.before_update(st)
     norms = st.z.grad.flatten(1).norm(dim=1)
     assert norms[0] == pytest.approx(1.0, rel=1e-4) and norms[1] == pytest.approx(1e-4 * 32, rel=1e-4)
+
+
+def test_self_guided_penalty_each_realisation(ct_problem):
+    """penalty="each": (λ/2)‖A‖²·mean_i ‖f_θ(z+η_i) − z‖² (CT paper code) = the box's penalty on the
+    mean plus the spread of the realisations; its gradient is that of the written-out objective."""
+    lam, n = 0.1, 3
+    st = _state(ct_problem, batch=2)
+    each = SelfGuidedDIP(lam=lam, n_eta=n, clip=None, penalty="each")
+    each.setup(st)
+    each.param_groups(st)
+    g0 = st.generator.get_state()
+    zs = each.perturbed_inputs(st).detach()
+    st.generator.set_state(g0)
+    x = each.forward(st)
+    terms = each.loss(st, x)
+    with torch.no_grad():
+        outs = st.net(zs).reshape(2, n, 1, 32, 32)
+        z = st.z.detach()
+        w = 0.5 * lam * st.opnorm_sq()
+        per = (outs - z.unsqueeze(1)).pow(2).flatten(2).sum(2)          # [B, N_η]
+        mean_pen = (outs.mean(1) - z).pow(2).flatten(1).sum(1)
+        spread = (outs - outs.mean(1, keepdim=True)).pow(2).flatten(2).sum(2).mean(1)
+    assert torch.allclose(x, outs.mean(1), atol=1e-6)                    # the output is still the mean
+    assert torch.allclose(terms["self_guidance"], w * per.mean(1), rtol=1e-5)
+    assert torch.allclose(terms["self_guidance"], w * (mean_pen + spread), rtol=1e-4)
+    assert bool((spread > 0).all())                                     # so "each" > "mean" here
+    # the default ("mean") penalises the mean output only (Alg. 7 line 4), with the same noise
+    mean = SelfGuidedDIP(lam=lam, n_eta=n, clip=None)
+    st.generator.set_state(g0)
+    t_mean = mean.loss(st, mean.forward(st))
+    assert torch.allclose(t_mean["self_guidance"], w * mean_pen, rtol=1e-5)
+    assert torch.allclose(t_mean["data"], terms["data"])
+    # gradient w.r.t. z of the "each" objective, written out
+    sum(terms.values()).sum().backward()
+    grad = st.z.grad.clone()
+    zz = st.z.detach().clone().requires_grad_(True)
+    eta = (zs.reshape(2, n, 1, 32, 32) - z.unsqueeze(1))
+    o = st.net((zz.unsqueeze(1) + eta).reshape(2 * n, 1, 32, 32)).reshape(2, n, 1, 32, 32)
+    r = ct_problem.physics.A(o.mean(1)) - st.y
+    obj = 0.5 * r.pow(2).sum() + (w.view(2, 1) * (o - zz.unsqueeze(1)).pow(2).flatten(2).sum(2)).mean(1).sum()
+    (ref,) = torch.autograd.grad(obj, zz)
+    assert torch.allclose(grad, ref, rtol=1e-3, atol=1e-4 * ref.abs().max())
+
+
+def test_self_guided_penalty_each_runs(ct_problem):
+    st = _state(ct_problem, steps=3)
+    m = SelfGuidedDIP(lr=1e-3, penalty="each")
+    run(m, st, [])
+    assert m.config()["penalty"] == "each" and torch.isfinite(st.estimate).all()
 
 
 # ---------------------------------------------------------------------- SGLD
@@ -280,13 +361,37 @@ def test_sgld_run_records_posterior_mean(ct_problem):
     assert "posterior_var" in st.state_dict()["aux"]
 
 
+def test_sgld_burn_in_follows_the_step_budget(ct_problem):
+    """Default burn-in: half the run; an explicit burn-in that leaves no sample is refused."""
+
+    class _Xs(Callback):
+        def __init__(self):
+            self.xs = []
+
+        def on_step_end(self, state):
+            self.xs.append(state.x.clone())
+
+    st, cb = _state(ct_problem, steps=8), _Xs()
+    m = SGLD(lr=0.1)
+    assert m.burn_in is None and m.config()["burn_in"] is None
+    run(m, st, [cb])
+    assert m.output.burn_in == 4                                     # ⌊8/2⌋
+    assert torch.allclose(st.estimate, torch.stack(cb.xs[4:]).mean(0), atol=1e-6)
+    assert not torch.allclose(st.estimate, cb.xs[-1])                # a mean, not the last iterate
+    assert m.burn_in_for(10000) == 5000 and SGLD(burn_in=7).burn_in_for(8) == 7
+    with pytest.raises(DipkitError, match="burn_in"):
+        run(SGLD(lr=0.1, burn_in=8), _state(ct_problem, steps=8), [])
+    with pytest.raises(DipkitError, match="burn_in"):
+        SGLD(burn_in=5000).burn_in_for(1000)
+
+
 def test_registry_names_and_bad_parameters():
     assert type(make_method("self-guided")) is SelfGuidedDIP
     assert type(make_method("aseqdip")) is ASeqDIP
     assert type(make_method("sgld")) is SGLD
-    assert make_method("aseqdip").inner_steps == 2 and make_method("aseqdip").lam == 1.0
-    for name, bad in [("aseqdip", {"z0": "fbp"}), ("aseqdip", {"inner_steps": 0}),
+    assert make_method("aseqdip").inner_steps == 2 and make_method("aseqdip").lam == 0.1
+    for name, bad in [("aseqdip", {"z0": "fbp-typo"}), ("aseqdip", {"inner_steps": 0}),
                       ("self-guided", {"alpha": 1.0}), ("self-guided", {"noise": "laplace"}),
-                      ("sgld", {"T": -1.0})]:
+                      ("self-guided", {"penalty": "sum"}), ("sgld", {"T": -1.0}), ("sgld", {"burn_in": -1})]:
         with pytest.raises(DipkitError):
             make_method(name, **bad)

@@ -85,6 +85,73 @@ def test_wmv_record_mode_runs_to_the_end_and_freezes_selection():
     assert cb.iteration == k_ref
 
 
+class _TwoSeq(_Seq):
+    """Network output x_k: oscillation with its valley at k = 60 (as _Seq); the method's estimate
+    (its iterate, e.g. a smoothed one) oscillates with its valley at k = 30."""
+
+    name = "two-seq-test"
+
+    def iterate(self, state):
+        k = state.step
+        amp = abs(k - 30) / 30 + 0.01
+        return torch.full_like(state.y, 0.25) + (1.0 if k % 2 else -1.0) * amp
+
+
+def test_wmv_source_output_measures_the_network_output_but_selects_the_estimate():
+    out = WMV(window=4, patience=200, mode="record", source="output")
+    est = WMV(window=4, patience=200, mode="record")
+    assert est.source == "estimate"
+    st = run(_TwoSeq(), _state(150), [out, est])
+    assert st.step == 150
+    k_out, _ = _expected_kmin(4, 150, 200)                   # the valley of the output sequence
+    assert out.iteration == k_out and 55 <= out.iteration <= 66
+    assert 25 <= est.iteration <= 36                          # the valley of the estimate sequence
+    # both return the method's estimate at their selected step
+    s = type("S", (), {"y": st.y})
+    for cb in (out, est):
+        s.step = cb.iteration
+        assert torch.allclose(cb.estimate, _TwoSeq().iterate(s))
+    import pytest
+
+    with pytest.raises(ValueError, match="source"):
+        WMV(source="ema")
+
+
+def _half_then_resume(make_cb, steps, split, method=_Seq):
+    first = make_cb()
+    a = _state(split)
+    run(method(), a, [first])
+    sd_state, sd_cb = a.state_dict(), first.state_dict()
+    b = _state(steps)
+    b.load_state_dict(sd_state)
+    second = make_cb()
+    second.load_state_dict(sd_cb)
+    run(method(), b, [second])
+    return second, b
+
+
+def test_wmv_resumed_run_selects_as_the_uninterrupted_one():
+    """The valley (k ≈ 60) is reached after the checkpoint at step 50, with a window that spans it:
+    a resumed run must continue with the restored window, g_min and k_min."""
+    for mode, kw in [("record", {}), ("stop", {"check_every": 5}), ("record", {"source": "output"})]:
+        def make():
+            return WMV(window=8, patience=20, delta=1.0, mode=mode, **kw)
+
+        full = make()
+        st_full = run(_TwoSeq() if kw.get("source") else _Seq(), _state(120), [full])
+        res, st_res = _half_then_resume(make, 120, 50, _TwoSeq if kw.get("source") else _Seq)
+        assert full.iteration is not None and full.iteration > 50
+        assert res.iteration == full.iteration, mode
+        assert torch.equal(res.estimate, full.estimate)
+        assert st_res.step == st_full.step and st_res.stop == st_full.stop
+    # a fresh (not restored) callback still starts from an empty window when reused
+    cb = WMV(window=4, patience=20, mode="record")
+    run(_Seq(), _state(100), [cb])
+    first = cb.iteration
+    run(_Seq(), _state(100), [cb])
+    assert cb.iteration == first
+
+
 def test_parse_rule():
     assert parse_rule("wmv") == ("wmv", "stop")
     assert parse_rule("wmv:record") == ("wmv", "record")

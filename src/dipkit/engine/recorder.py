@@ -6,6 +6,14 @@ one small tensor left on the device; :meth:`HistoryRecorder.read` moves all pend
 host in a single transfer (called a few times a second by the progress bar, and at the end).
 Values are means over the batch dimension. The recorder also keeps, on the device, the estimate
 with the best PSNR seen at a sampled step (the *peak*, an oracle used for benchmarking).
+
+A sample describes the state at the *end* of its step, outer update included: when an outer update
+follows a sampled step (``on_outer_end`` at the same step) and may have changed the estimate (e.g.
+aSeqDIP's z_k = f_θ(z_{k−1})), the step's PSNR/SSIM are re-evaluated and replace the
+sample taken in ``on_step_end`` (the loss terms, which belong to the step's gradient step, stay),
+and the peak candidate of that step is replaced likewise. So the last row always describes the
+returned estimate, and the peak is the best of the rows (``peak ≥ final`` when the last step is
+sampled, as it always is).
 """
 
 from __future__ import annotations
@@ -36,25 +44,34 @@ class HistoryRecorder(Callback):
         self.columns: list[str] | None = None
         self._metrics: list[str] = []
         self.steps: list[int] = []
-        self._pending: list[torch.Tensor] = []
+        self._pending: list[tuple[bool, torch.Tensor]] = []  # (replaces the last row, row)
         self._rows: list[list[float]] = []
         self.best_psnr: torch.Tensor | None = None
         self.best_estimate: torch.Tensor | None = None
         self.best_step: torch.Tensor | None = None
+        self._candidate: tuple | None = None  # (estimate, psnr, step) of the last sampled step
 
     # ------------------------------------------------------------------ hooks
     def on_step_end(self, state):
         if state.step % self.every == 0 or state.step == state.max_steps:
             self._sample(state)
 
+    def on_outer_end(self, state):
+        # the outer update belongs to the step just sampled: re-evaluate the estimate it produced
+        if self.x_true is not None and self.steps and self.steps[-1] == state.step and state.loss is not None:
+            self._sample(state, replace=True)
+
     def on_end(self, state):
-        if not self.steps or self.steps[-1] != state.step:
-            if state.loss is not None:
-                self._sample(state)
+        if (not self.steps or self.steps[-1] != state.step) and state.loss is not None:
+            self._sample(state)
+        self._commit_peak()
         self.read()
 
     # ------------------------------------------------------------------ sampling
-    def _sample(self, state):
+    def _sample(self, state, replace: bool = False):
+        """Sample ``state``; ``replace``: re-sample the last sampled step (after its outer update)."""
+        if not replace:
+            self._commit_peak()  # the previous sampled step is over
         terms = state.terms
         if self.columns is None:
             self.columns = ["loss", *terms.keys(), *state.metrics.keys()]
@@ -68,12 +85,20 @@ class HistoryRecorder(Callback):
             p = psnr(est, self.x_true, data_range=self.data_range, mask=self.mask)
             s = ssim(est, self.x_true, data_range=self.data_range, mask=self.mask)
             vals += [p.mean(), s.mean()]
-            self._track_peak(est, p, state.step)
-        self._pending.append(torch.stack([v.detach().to(torch.float64) for v in vals]))
-        self.steps.append(state.step)
+            # the peak candidate of this step, until the step is over (an outer update may replace it);
+            # a copy, as an output rule may update the estimate in place
+            self._candidate = (est.detach().clone(), p.detach(), state.step)
+        row = torch.stack([v.detach().to(torch.float64) for v in vals])
+        self._pending.append((replace, row))
+        if not replace:
+            self.steps.append(state.step)
 
     @torch.no_grad()
-    def _track_peak(self, est, p, step):
+    def _commit_peak(self):
+        if self._candidate is None:
+            return
+        est, p, step = self._candidate
+        self._candidate = None
         if self.best_psnr is None:
             self.best_psnr, self.best_estimate = p.clone(), est.clone()
             self.best_step = torch.full_like(p, float(step))
@@ -87,9 +112,13 @@ class HistoryRecorder(Callback):
     def read(self) -> list[list[float]]:
         """Move pending samples to the host (one transfer); return all rows so far."""
         if self._pending:
-            block = torch.stack(self._pending).cpu().tolist()
+            block = torch.stack([row for _, row in self._pending]).cpu().tolist()
+            for (replace, _), row in zip(self._pending, block):
+                if replace and self._rows:
+                    self._rows[-1] = row
+                else:
+                    self._rows.append(row)
             self._pending.clear()
-            self._rows.extend(block)
         return self._rows
 
     def latest(self) -> dict[str, float] | None:
@@ -108,6 +137,7 @@ class HistoryRecorder(Callback):
         return out
 
     def state_dict(self):
+        self._commit_peak()
         self.read()
         return {"columns": self.columns, "metrics": list(self._metrics), "steps": list(self.steps), "rows": [list(r) for r in self._rows],
                 "best_psnr": self.best_psnr, "best_estimate": self.best_estimate,
@@ -119,3 +149,4 @@ class HistoryRecorder(Callback):
         self.columns, self.steps, self._rows = sd["columns"], list(sd["steps"]), [list(r) for r in sd["rows"]]
         self._metrics = list(sd.get("metrics", []))
         self.best_psnr, self.best_estimate, self.best_step = sd["best_psnr"], sd["best_estimate"], sd["best_step"]
+        self._pending, self._candidate = [], None

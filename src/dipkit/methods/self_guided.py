@@ -59,6 +59,24 @@ class SelfGuidedDIP(Method):
     optimised as a second Adam parameter group with its own learning rate ``lr_z``. The CT
     paper's experiments start from the FBP (``--input fbp``).
 
+    *Which output is pulled to z* (``penalty``): ``"mean"`` (default) is the box's line 4, the
+    penalty on the mean :math:`\tilde x` of the N_η outputs. ``"each"`` penalises every
+    realisation, as the CT paper's code does (``selfg_dip.py``: ``(x − z).pow(2).sum()`` over the
+    N_η outputs :math:`x_i = f_\theta(z+\eta_i)`, times N_η):
+
+    .. math::
+
+        \tfrac{\lambda}{2}\|A\|^2\,\frac{1}{N_\eta}\sum_{i=1}^{N_\eta} \|x_i - z\|^2
+        \;=\; \tfrac{\lambda}{2}\|A\|^2\Big(\|\tilde x - z\|^2
+              + \frac{1}{N_\eta}\sum_{i=1}^{N_\eta} \|x_i - \tilde x\|^2\Big)
+
+    — the box's penalty plus λ/2·‖A‖² times the spread of the outputs over the input noise, so
+    ``"each"`` also asks the network to be insensitive to η (a denoising/stability term: the
+    code's network is trained to map every perturbed input to z, not only on average). We take
+    the mean over realisations (the code's sum × N_η is N_η² times it) so that λ means the same in
+    both modes (they agree when the N_η outputs do). The data term is on :math:`\tilde x` in both.
+    The loss term is reported as ``self_guidance`` in both modes.
+
     *Scaling of λ*: the penalty is ``(λ/2)·‖A‖²·‖x̃ − z‖²`` with :math:`\|A\|^2` estimated once in
     ``setup`` (:meth:`~dipkit.engine.State.opnorm_sq`), i.e. λ is the weight for a unit-norm operator. The CT
     paper code (``denoise_strength = 0.01``) divides its data term by :math:`\|A^\top A\|^2` and
@@ -80,6 +98,8 @@ class SelfGuidedDIP(Method):
     :param eta_scale: noise amplitude relative to ``max|z|`` (Liang et al.: 1/2).
     :param noise: ``"uniform"`` (U(0, m), Liang et al.) or ``"gaussian"`` (N(0, m²)).
     :param clip: max gradient norm for θ and for each sample's z (CT paper code: 1.0), or None.
+    :param penalty: ``"mean"`` (Alg. 7: ‖x̃ − z‖² of the mean output) or ``"each"`` (CT paper code:
+        the mean over realisations of ‖f_θ(z+η_i) − z‖²), see above.
 
     Reference: S. Liang, E. Bell, Q. Qu, R. Wang, S. Ravishankar, "Analysis of deep image prior and
     exploiting self-guidance for image reconstruction", IEEE Trans. Comput. Imaging, 2025.
@@ -91,7 +111,8 @@ class SelfGuidedDIP(Method):
     algorithm = "CT paper Alg. 7"
 
     def __init__(self, *, lr: float = 1e-4, lr_z: float | None = None, lam: float = 0.1, alpha: float = 0.99,
-                 n_eta: int = 4, eta_scale: float = 0.5, noise: str = "uniform", clip: float | None = 1.0):
+                 n_eta: int = 4, eta_scale: float = 0.5, noise: str = "uniform", clip: float | None = 1.0,
+                 penalty: str = "mean"):
         if not 0.0 < float(alpha) < 1.0:
             raise ValueError(f"alpha (EMA weight) must be in (0, 1), got {alpha}")
         if int(n_eta) < 1:
@@ -102,11 +123,15 @@ class SelfGuidedDIP(Method):
             raise ValueError("lam and eta_scale must be non-negative and lr_z positive (or None)")
         if clip is not None and float(clip) <= 0:
             raise ValueError(f"clip must be positive or None, got {clip}")
+        if penalty not in ("mean", "each"):
+            raise ValueError(f"penalty must be 'mean' or 'each', got {penalty!r}")
         super().__init__(lr=lr, ema=alpha)
         self.lr_z = None if lr_z is None else float(lr_z)
         self.lam, self.alpha = float(lam), float(alpha)
         self.n_eta, self.eta_scale, self.noise = int(n_eta), float(eta_scale), noise
         self.clip = None if clip is None else float(clip)
+        self.penalty = penalty
+        self._outputs: torch.Tensor | None = None  # [B, N_η, …] of the current step ("each")
 
     # ------------------------------------------------------------------ hooks
     def setup(self, state, resuming: bool = False) -> None:
@@ -141,10 +166,17 @@ class SelfGuidedDIP(Method):
     def forward(self, state) -> torch.Tensor:
         b = state.z.shape[0]
         out = state.network(self.perturbed_inputs(state))
-        return out.reshape(b, self.n_eta, *out.shape[1:]).mean(1)
+        out = out.reshape(b, self.n_eta, *out.shape[1:])
+        self._outputs = out if self.penalty == "each" else None
+        return out.mean(1)
 
     def loss(self, state, x):
-        d = (x - state.z).pow(2).flatten(1).sum(1)
+        if self.penalty == "each" and self._outputs is not None:
+            # mean over the N_η realisations of ‖f_θ(z + η_i) − z‖² (CT paper code)
+            d = (self._outputs - state.z.unsqueeze(1)).pow(2).flatten(2).sum(2).mean(1)
+            self._outputs = None
+        else:
+            d = (x - state.z).pow(2).flatten(1).sum(1)
         return {"data": data_fidelity(state.physics, x, state.y),
                 "self_guidance": (0.5 * self.lam * state.opnorm_sq()) * d}
 

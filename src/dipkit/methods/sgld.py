@@ -11,7 +11,8 @@ import math
 import torch
 
 from ..engine.output import OutputRule
-from .base import Method, data_fidelity
+from ..errors import DipkitError
+from .base import Method, count, data_fidelity
 from .registry import register
 
 __all__ = ["SGLD", "PosteriorMean"]
@@ -107,13 +108,22 @@ class SGLD(Method):
     *Defaults* (adapted — the papers give Adam settings, which do not carry over to SGD):
     ``lr = 0.1`` (a factor ≈ 3 below the observed stability limit), ``T = 1e-7`` (about the
     untempered posterior of our CT problems), ``lam = 5e-8`` (Cheng et al.'s weight decay),
-    10 000 steps (CT paper §6) with ``burn_in = 5000``.
+    10 000 steps (CT paper §6) with a burn-in of half the run (5000 steps).
+
+    *Burn-in and the step budget*: the posterior mean needs samples after the burn-in, so the
+    burn-in is tied to the run's step budget ``N_max`` (``state.max_steps``, known in ``setup``):
+    ``burn_in = None`` (default) uses ``N_max // 2`` — the first half of any run is burn-in, the
+    second half is averaged; an explicit ``burn_in`` (steps) is used as given, and a run whose
+    budget it does not leave a step to average (``burn_in ≥ N_max``) is refused with an error
+    rather than silently returning the last iterate of plain noisy SGD. The burn-in in effect is
+    :attr:`PosteriorMean.burn_in` (``method.output.burn_in``) after ``setup``.
 
     :param lr: SGD step size (= ε/2 in Welling & Teh's notation).
     :param T: temperature; the Langevin noise std per step is √(2·lr·T). ``T = 0`` gives
         plain SGD (no sampling).
     :param lam: Gaussian weight-prior strength λ in λ‖θ‖² (SGD weight decay 2λ).
-    :param burn_in: steps before the posterior mean starts (before: the last iterate).
+    :param burn_in: steps before the posterior mean starts (before: the last iterate); ``None``:
+        half the run's step budget. Must be below the run's step budget.
 
     Reference: Z. Cheng, M. Gadelha, S. Maji, D. Sheldon, "A Bayesian perspective on the deep image
     prior", CVPR 2019; M. Welling, Y. W. Teh, "Bayesian learning via stochastic gradient Langevin
@@ -126,16 +136,26 @@ class SGLD(Method):
     algorithm = "SGLD (Welling & Teh 2011); thesis §2.3.3 eq. 14"
     default_iterations = 10000
 
-    def __init__(self, *, lr: float = 0.1, T: float = 1e-7, lam: float = 5e-8, burn_in: int = 5000):
+    def __init__(self, *, lr: float = 0.1, T: float = 1e-7, lam: float = 5e-8, burn_in: int | None = None):
         if float(lr) <= 0:
             raise ValueError(f"lr must be positive, got {lr}")
         if float(T) < 0 or float(lam) < 0:
             raise ValueError("T and lam must be non-negative")
-        if int(burn_in) < 0:
-            raise ValueError(f"burn_in must be ≥ 0, got {burn_in}")
         super().__init__(lr=lr, ema=None)
-        self.T, self.lam, self.burn_in = float(T), float(lam), int(burn_in)
-        self.output = PosteriorMean(self.burn_in)
+        self.T, self.lam = float(T), float(lam)
+        self.burn_in = None if burn_in is None else count("burn_in", burn_in, minimum=0)
+        self.output = PosteriorMean(self.default_iterations // 2 if self.burn_in is None else self.burn_in)
+
+    def burn_in_for(self, max_steps: int) -> int:
+        """The burn-in of a run of ``max_steps`` steps: ``burn_in``, or ``max_steps // 2`` when unset;
+        a DipkitError when no step would be left for the posterior mean."""
+        if self.burn_in is None:
+            return int(max_steps) // 2
+        if self.burn_in >= int(max_steps):
+            raise DipkitError(f"sgld: burn_in = {self.burn_in} leaves no step of the run's {max_steps} for the "
+                              f"posterior mean (it would return the last iterate of noisy SGD); use burn_in < "
+                              f"{max_steps}, or leave burn_in unset for half the run")
+        return self.burn_in
 
     @property
     def noise_std(self) -> float:
@@ -144,6 +164,7 @@ class SGLD(Method):
 
     # ------------------------------------------------------------------ hooks
     def setup(self, state, resuming: bool = False) -> None:
+        self.output.burn_in = self.burn_in_for(state.max_steps)
         state.opnorm_sq()
 
     def make_optimizer(self, groups) -> torch.optim.Optimizer:

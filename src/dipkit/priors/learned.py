@@ -158,6 +158,12 @@ class LearnedDenoiser(_ModuleDenoiser):
 
     name = "learned"
     description = "small noise-conditional DnCNN trained by dipkit (shipped weights; σ in image units)"
+    #: the smallest σ at which it is a useful denoiser: it is not the identity as σ → 0 (RMS change
+    #: of a clean 64² image at σ = 0: 0.004–0.007), and on images with noise of std σ it reduces
+    #: the error only from σ ≈ 0.01 on (64² shepp-logan, ct, camera, mr: RMS error 0.0101 in →
+    #: 0.0107 / 0.0082 / 0.0096 / 0.0096 out). Methods that call it at a smaller σ may treat it
+    #: as the identity there (e.g. :class:`dipkit.methods.thesis_admm.ThesisADMM`).
+    sigma_floor = 0.01
 
     def __init__(self, weights: str | None = None):
         self.net = load_small_dncnn(weights)
