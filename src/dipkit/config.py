@@ -85,6 +85,7 @@ class EarlyStopConfig:
     window: int = 100
     patience: int = 1000
     delta: float = 0.99
+    source: str = "estimate"  # wmv: the variance of the method's estimate, or of the raw network "output"
 
 
 @dataclass
@@ -225,6 +226,8 @@ class RunConfig:
         es = self.early_stop
         if int(es.window) < 1 or int(es.patience) < 0 or not float(es.delta) > 0:
             raise DipkitError("early_stop needs window ≥ 1, patience ≥ 0, delta > 0")
+        if es.source not in ("estimate", "output"):
+            raise DipkitError(f"early_stop.source must be 'estimate' or 'output', got {es.source!r}")
         if not 0.0 < float(self.validation.fraction) <= 0.5:
             raise DipkitError(f"validation.fraction must be in (0, 0.5], got {self.validation.fraction}")
         return method

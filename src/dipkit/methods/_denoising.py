@@ -19,7 +19,9 @@ HQS and ADMM are one class (:class:`DIPDenoiserSplitting`) with and without the 
 keyword options, e.g. ``{"weights": PATH}``), handled by
 :class:`dipkit.priors.denoisers.DenoiserPrior`. The default is ``"learned"`` — the CT paper uses a
 learned denoiser (DRUNet); ours is dipkit's small DnCNN (falling back to ``"tv"`` with a warning
-when it cannot be built). Denoisers that run on the host (``nlm``, ``wavelet``,
+when it cannot be built). The thesis's DIP-ADMM v1/v2 default to its TV proximal map
+(``denoiser="tv"``): they apply the prox at every step, where the learned denoiser's bias at
+small σ accumulates (:class:`dipkit.methods.thesis_admm.ThesisADMM`). Denoisers that run on the host (``nlm``, ``wavelet``,
 ``bm3d``) synchronise at every call: fine at outer updates, slow in ``dip-admm-v1/v2``, which
 call the denoiser at every step.
 
@@ -32,8 +34,9 @@ ours as :math:`\rho = 5\|A\|^2/n` (ADMM, ``admm_weight = 10``), :math:`\mu_k = 6
 (HQS) and :math:`\lambda = 0.005\|A\|^2/n` (RED), which depend on the walnut operator's scale,
 and the thesis's ρ = 1, σ = 0.01 are for inpainting (‖A‖ = 1). The defaults here were chosen on
 our parallel-beam CT problems (64², 30 views, 2 % noise): ``rho = lam = 0.1`` and
-``denoiser_sigma = 0.02`` for the CT paper's methods and PnP-ADMM (HQS: ``alpha = 0.002``, μ from
-0.01 to 0.2, so σ_k goes from 0.2 to 0.01); the thesis's v1/v2 keep its ``rho = 1`` with
+``denoiser_sigma = 0.02`` for the CT paper's methods and PnP-ADMM (HQS: ``alpha = 4e-5`` = ρσ²,
+μ from 0.01 to 0.2, so a Gaussian denoiser's σ_k = (α/μ_k)^{1/2} goes from 0.063 to 0.014); the
+thesis's v1/v2 keep its ``rho = 1`` with
 ``denoiser_sigma = 0.002`` (same product ρσ; v1 does markedly better with the stronger coupling).
 With the TV proximal map (prox weight ∝ σ) the implied regulariser is
 :math:`\tilde\rho\sigma\,\mathrm{TV} = \rho\sigma\|A\|^2\,\mathrm{TV}` ≈ 3.7 TV at 64², 30 views

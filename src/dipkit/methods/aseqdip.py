@@ -105,7 +105,8 @@ class ASeqDIP(Method):
     MRI, denoising and inpainting operators have norm 1, where this is exactly its objective
     :math:`\|Af - y\|^2 + \lambda\|f - z\|^2` up to a factor ½).
 
-    :param lr: Adam learning rate β (aSeqDIP §4.1: 1e-4).
+    :param lr: Adam learning rate β; default: the network preset's (aSeqDIP §4.1: 1e-4 for its
+        network).
     :param lam: autoencoding weight λ, relative to ‖A‖² (aSeqDIP App. C.4: 1; default 0.1, see above).
     :param inner_steps: gradient steps N per input update (aSeqDIP App. C.5: 2).
     :param z0: initial input: ``"auto"``, ``"fbp"``, ``"adjoint"``, ``"y"`` or ``"input"`` (see above).
@@ -120,7 +121,7 @@ class ASeqDIP(Method):
     algorithm = "CT paper Alg. 8 / aSeqDIP Alg. 1"
     default_iterations = 4000
 
-    def __init__(self, *, lr: float = 1e-4, lam: float = 0.1, inner_steps: int = 2, z0: str = "auto"):
+    def __init__(self, *, lr: float | None = None, lam: float = 0.1, inner_steps: int = 2, z0: str = "auto"):
         if int(inner_steps) < 1:
             raise ValueError(f"inner_steps must be ≥ 1, got {inner_steps}")
         if float(lam) < 0:
@@ -146,7 +147,9 @@ class ASeqDIP(Method):
             if tuple(state.y.shape) != tuple(aty.shape):
                 raise DipkitError(f"aseqdip z0='y' needs y with the image shape {tuple(aty.shape)}, "
                                   f"got {tuple(state.y.shape)} (use z0=adjoint)")
-            z = state.y
+            # under a validation split the fit sees y with held-out entries zeroed: complete them
+            fill = getattr(state.physics, "fill", None)
+            z = state.y if fill is None else fill(state.y)
         else:
             z = normalised_adjoint(state.physics, state.y)
         if z.shape[1] != aty.shape[1]:

@@ -127,7 +127,7 @@ class DIPDenoiserHQS(DIPDenoiserSplitting):
     :param inner_steps: :math:`N_\mathrm{sub}`; CT paper code: 10.
     :param denoiser: denoiser name (default ``learned``, falling back to ``tv``; module docs).
     :param denoiser_options: keyword options of the denoiser.
-    :param lr: Adam learning rate (CT paper: 1e-4).
+    :param lr: Adam learning rate; default: the network preset's (CT paper: 1e-4 for its U-Net).
     :param ema: EMA decay of the output (``None``: last iterate).
 
     Reference: CT paper, §4.2–4.3, eqs. (22)–(25), (32)–(33); D. Geman, C. Yang, "Nonlinear image
@@ -143,7 +143,7 @@ class DIPDenoiserHQS(DIPDenoiserSplitting):
     dual = False
 
     def __init__(self, *, alpha: float = 4e-5, mu: float = 0.01, mu_max: float = 0.2, inner_steps: int = 10,
-                 denoiser: str = "learned", denoiser_options: dict | None = None, lr: float = 1e-4,
+                 denoiser: str = "learned", denoiser_options: dict | None = None, lr: float | None = None,
                  ema: float | None = 0.9):
         super().__init__(lr=lr, ema=ema)
         self.alpha = nonneg("alpha", alpha)
@@ -207,7 +207,7 @@ class DIPDenoiserADMM(DIPDenoiserSplitting):
     :param inner_steps: :math:`N_\mathrm{sub}`; CT paper code: 10.
     :param denoiser: denoiser name (default ``learned``, falling back to ``tv``; module docs).
     :param denoiser_options: keyword options of the denoiser.
-    :param lr: Adam learning rate (CT paper: 1e-4).
+    :param lr: Adam learning rate; default: the network preset's (CT paper: 1e-4 for its U-Net).
     :param ema: EMA decay of the output (``None``: last iterate); CT paper §6: splitting methods
         return an EMA.
 
@@ -223,7 +223,7 @@ class DIPDenoiserADMM(DIPDenoiserSplitting):
     dual = True
 
     def __init__(self, *, rho: float = 0.1, denoiser_sigma: float = 0.02, inner_steps: int = 10,
-                 denoiser: str = "learned", denoiser_options: dict | None = None, lr: float = 1e-4,
+                 denoiser: str = "learned", denoiser_options: dict | None = None, lr: float | None = None,
                  ema: float | None = 0.9):
         super().__init__(lr=lr, ema=ema)
         self.rho = positive("rho", rho)

@@ -89,7 +89,8 @@ class SelfGuidedDIP(Method):
     Adam step (``clip = 1.0``); θ is clipped as a whole, z per sample (so B samples stay
     independent). ``clip = None`` disables it. No host synchronisation is involved.
 
-    :param lr: Adam learning rate of θ (CT paper code: 1e-4).
+    :param lr: Adam learning rate of θ; default: the network preset's (CT paper code: 1e-4 for its
+        U-Net).
     :param lr_z: Adam learning rate of z; ``None`` (default): equal to ``lr``, as in the CT paper
         code (``lr_z = lr = 1e-4``).
     :param lam: weight λ of the self-guidance (denoising) term, relative to ‖A‖².
@@ -110,7 +111,7 @@ class SelfGuidedDIP(Method):
     reference = "Liang, Bell, Qu, Wang & Ravishankar, IEEE TCI 2025 (Self-Guided DIP)"
     algorithm = "CT paper Alg. 7"
 
-    def __init__(self, *, lr: float = 1e-4, lr_z: float | None = None, lam: float = 0.1, alpha: float = 0.99,
+    def __init__(self, *, lr: float | None = None, lr_z: float | None = None, lam: float = 0.1, alpha: float = 0.99,
                  n_eta: int = 4, eta_scale: float = 0.5, noise: str = "uniform", clip: float | None = 1.0,
                  penalty: str = "mean"):
         if not 0.0 < float(alpha) < 1.0:
@@ -156,10 +157,7 @@ class SelfGuidedDIP(Method):
         b, n = z.shape[0], self.n_eta
         m = self.eta_scale * z.detach().abs().flatten(1).amax(1)  # [B]
         shape = (b, n, *z.shape[1:])
-        if self.noise == "uniform":
-            eta = torch.rand(shape, generator=state.generator, device=z.device, dtype=z.dtype)
-        else:
-            eta = torch.randn(shape, generator=state.generator, device=z.device, dtype=z.dtype)
+        eta = state.rand(shape, z.dtype) if self.noise == "uniform" else state.randn(shape, z.dtype)
         eta = eta * m.view(b, 1, *[1] * (z.ndim - 1))
         return (z.unsqueeze(1) + eta).reshape(b * n, *z.shape[1:])
 
@@ -183,9 +181,12 @@ class SelfGuidedDIP(Method):
     def before_update(self, state) -> None:
         if self.clip is None:
             return
-        theta = [p for p in state.net.parameters() if p.grad is not None]
-        if theta:
-            torch.nn.utils.clip_grad_norm_(theta, self.clip)
+        # θ is clipped as a whole — per member for an ensemble, so the members stay independent runs
+        members = getattr(state.net, "members", None) or [state.net]
+        for net in members:
+            theta = [p for p in net.parameters() if p.grad is not None]
+            if theta:
+                torch.nn.utils.clip_grad_norm_(theta, self.clip)
         g = state.z.grad
         if g is not None:
             norm = g.flatten(1).norm(dim=1)

@@ -181,7 +181,10 @@ class SGLD(Method):
         std = self.noise_std
         if std == 0.0:
             return
-        for group in state.optimizer.param_groups:
-            for p in group["params"]:
-                noise = torch.randn(p.shape, generator=state.generator, device=p.device, dtype=p.dtype)
-                p.add_(noise, alpha=std)
+        if state.generators is None:
+            draws = [(state.generator, [p for g in state.optimizer.param_groups for p in g["params"]])]
+        else:  # an ensemble: each member's weights from its own generator, as in its own run
+            draws = [(gen, list(state.net.member_parameters(b))) for b, gen in enumerate(state.generators)]
+        for gen, params in draws:
+            for p in params:
+                p.add_(torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype), alpha=std)

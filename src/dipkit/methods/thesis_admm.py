@@ -35,7 +35,7 @@ class ThesisADMM(NetworkDenoiserMethod):
     Parameters shared by v1 and v2: ``denoiser`` (default ``tv``, the TV proximal map, as the
     thesis, §3.3: "shrinkage parameter 0.01 for TV proximal operator"; any name of
     :data:`dipkit.priors.denoisers.DENOISERS`, see :mod:`dipkit.methods._denoising`),
-    ``denoiser_options`` (its keyword options), ``lr`` (Adam learning rate β; thesis §3.3: 1e-3)
+    ``denoiser_options`` (its keyword options), ``lr`` (Adam learning rate β; default: the network preset's, thesis §3.3: 1e-3)
     and ``ema`` (EMA decay of the output; thesis §4.2 smooths with 0.9).
 
     *Why TV and not the learned denoiser by default*: the boxes apply the prox at every step (v1:
@@ -154,7 +154,7 @@ class DIPADMMv1(ThesisADMM):
 
     def __init__(self, *, rho: float = 1.0, denoiser_sigma: float = 0.002, ista_steps: int = 5,
                  fista: bool = False, denoiser: str = "tv", denoiser_options: dict | None = None,
-                 lr: float = 1e-3, ema: float | None = 0.9):
+                 lr: float | None = None, ema: float | None = 0.9):
         super().__init__(lr=lr, ema=ema)
         self._init_common(rho, denoiser_sigma, denoiser, denoiser_options)
         self.ista_steps = count("ista_steps", ista_steps)
@@ -229,7 +229,7 @@ class DIPADMMv2(ThesisADMM):
     algorithm = "thesis Alg. 2"
 
     def __init__(self, *, rho: float = 1.0, denoiser_sigma: float = 0.002, denoiser: str = "tv",
-                 denoiser_options: dict | None = None, lr: float = 1e-3, ema: float | None = 0.9):
+                 denoiser_options: dict | None = None, lr: float | None = None, ema: float | None = 0.9):
         super().__init__(lr=lr, ema=ema)
         self._init_common(rho, denoiser_sigma, denoiser, denoiser_options)
 

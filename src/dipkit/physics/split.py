@@ -46,11 +46,14 @@ class MaskedPhysics:
     r"""The fit view :math:`M A` of a linear operator (see the module docs).
 
     ``A``, ``A_adjoint`` and ``A_dagger`` as above; everything else (``spec``, ``img_size``, …)
-    is the base operator's. ``keep`` is the 0/1 mask ``[H, W]`` of the fitted entries.
+    is the base operator's. ``keep`` is the 0/1 mask ``[H, W]`` of the fitted entries; methods that
+    use the measurement itself as an image (aSeqDIP's ``z0 = y``) take ``fill(y)``.
     """
 
     def __init__(self, base, keep: torch.Tensor, fill):
-        self.base, self.keep, self._fill = base, keep, fill
+        self.base, self.keep = base, keep
+        #: ``fill(y)``: the measurement with its held-out entries completed from the kept ones
+        self.fill = fill
 
     def A(self, x, **kwargs):
         return self.base.A(x, **kwargs) * self.keep
@@ -59,11 +62,11 @@ class MaskedPhysics:
         return self.base.A_adjoint(y * self.keep, **kwargs)
 
     def A_dagger(self, y, **kwargs):
-        return self.base.A_dagger(self._fill(y), **kwargs)
+        return self.base.A_dagger(self.fill(y), **kwargs)
 
     def __getattr__(self, name):
         # the base operator's other attributes (spec, img_size, measurement_shape, …)
-        if name in ("base", "keep", "_fill"):
+        if name in ("base", "keep", "fill"):
             raise AttributeError(name)
         return getattr(self.base, name)
 

@@ -31,7 +31,7 @@ STOPPING_RULES: Registry = Registry("early-stopping rule")
                                             "CT paper Alg. 2)")
 def _wmv(mode, es, *, check_every, split=None):
     return WMV(window=int(es.window), patience=int(es.patience), delta=float(es.delta), mode=mode,
-               check_every=check_every)
+               check_every=check_every, source=getattr(es, "source", "estimate"))
 
 
 @STOPPING_RULES.register("val", description="misfit on held-out measurements (self-validation, no ground truth)")
