@@ -223,3 +223,18 @@ def test_tiny_fit_reduces_mse(name):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_unet_activation_checkpointing_gives_the_same_gradients():
+    import torch
+
+    from dipkit.nets import build_net
+
+    grads = []
+    for ck in (False, True):
+        torch.manual_seed(0)
+        net = build_net("unet", 1, 1, scales=3, channels=8, checkpointing=ck)
+        x = torch.randn(1, 1, 17, 19)
+        net(x).pow(2).sum().backward()
+        grads.append([p.grad for p in net.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
