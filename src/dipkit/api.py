@@ -23,6 +23,8 @@ directory)::
   every other keyword is a :class:`~dipkit.config.RunConfig` setting or a method hyper-parameter
   (``lr=1e-3``, ``log_every=10``, ``input={"kind": "noise"}``, ``early_stop={"window": 50}`` …);
   ``config=`` takes a whole ``RunConfig`` (or a mapping) to start from.
+* **Networks**: ``net={"name": "skip", "channels": 64}`` chooses and sets up a dipkit network preset
+  (``dipkit nets``).
 * **Your own network**: ``net=module`` uses your ``nn.Module`` as :math:`f_\theta` (a copy: your
   module's weights, as given, are the initialisation and stay untouched). Its input ``z`` follows
   the ``input`` settings: for ``input.kind = noise`` (the default for outside operators) ``z`` has
@@ -133,7 +135,7 @@ def solve(y: torch.Tensor, physics, method: str = "dip", *, iterations: int | No
     :param iterations: steps (default: the method's).
     :param device: ``None`` (the operator's device), ``"auto"``, ``"cpu"``, ``"cuda"``, …
     :param x_true: optional ground truth (PSNR/SSIM in the result and history).
-    :param net: a user's ``nn.Module`` as f_θ (module docs).
+    :param net: a user's ``nn.Module`` as f_θ, or a mapping of dipkit network settings (module docs).
     :param seed: network initialisation, input noise and per-step noise (default 0).
     :param early_stop: stopping rule(s), e.g. ``"wmv"``, ``"val"``, ``"wmv:record"``.
     :param config: a :class:`RunConfig` or mapping to start from.
@@ -144,6 +146,9 @@ def solve(y: torch.Tensor, physics, method: str = "dip", *, iterations: int | No
     """
     from .runner import reconstruct
 
+    if isinstance(net, dict):
+        params = {**params, "net": net}
+        net = None
     problem = as_problem(y, physics, x_true=x_true, device=device)
     cfg = _config(method, iterations, seed, early_stop, problem.device, config, params)
     mth = cfg.validate()
@@ -176,8 +181,9 @@ class DIPReconstructor(_reconstructor_base()):
     def __init__(self, method: str = "dip", **params: Any):
         super().__init__()
         self.method, self.params = method, dict(params)
-        probe = {k: v for k, v in params.items() if k not in ("device", "x_true", "net", "out_dir", "overwrite",
-                                                                 "quiet")}
+        probe = {k: v for k, v in params.items() if k not in ("device", "x_true", "out_dir", "overwrite", "quiet")}
+        if not isinstance(probe.get("net", {}), dict):
+            probe.pop("net")
         _config(method, probe.pop("iterations", None), probe.pop("seed", None), probe.pop("early_stop", None),
                 "cpu", probe.pop("config", None), probe).validate()
         if params.get("out_dir") is not None:

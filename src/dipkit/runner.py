@@ -513,7 +513,7 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
     if net is not None:
         from .nets import count_parameters
 
-        result["net"] = {"module": type(net).__qualname__, "parameters": count_parameters(net)}
+        result["net"] = {"module": type(net).__name__, "parameters": count_parameters(net)}
     result.reconstruction = recon
     result.uncertainty = uncertainty
     result.members = chosen if members > 1 else None
