@@ -73,9 +73,12 @@ def _same_run(a: Path, b: Path) -> None:
 
 
 # ---------------------------------------------------------------------- SIGKILL, through the CLI
-def test_sigkilled_run_resumes_bit_for_bit(ct_problem_file, tmp_path):
+def test_sigkilled_run_resumes_bit_for_bit(ct_problem_file, tmp_path, capsys):
     """A `dipkit reconstruct` subprocess killed with SIGKILL after the checkpoint of step 30 is resumed
-    with `--resume`; reconstruction.npy equals the uninterrupted run's byte for byte."""
+    with `--resume` in a new process; reconstruction.npy equals the uninterrupted run's byte for byte
+    (the reference runs in-process: one thread, as the subprocesses)."""
+    from dipkit.cli import main
+
     args = [str(ct_problem_file), "--method", "dip", "--iterations", "60", "--seed", "3", "--device", "cpu",
             "--early-stop", "wmv:record", "--set", "es.window=4", "--set", "lr=1e-2", "--set", "ema=0.9",
             "--set", "input.perturb=0.05", "--set", "log_every=5", "--checkpoint-every", "10", "--quiet",
@@ -88,16 +91,17 @@ def test_sigkilled_run_resumes_bit_for_bit(ct_problem_file, tmp_path):
                               text=True, env={**env, **extra}, timeout=300)
 
     ref, run = tmp_path / "ref", tmp_path / "run"
-    r = cli([*args, "--out", str(ref)])
-    assert r.returncode == 0, r.stderr
+    assert torch.get_num_threads() == 1
+    assert main(["reconstruct", *args, "--out", str(ref)]) == 0
     r = cli([*args, "--out", str(run)], DIPKIT_KILL_AFTER_CHECKPOINT="30")
     assert r.returncode == -9, (r.returncode, r.stderr)  # SIGKILL
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt"]
     ckpt = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert ckpt["runs"]["main"]["state"]["step"] == 30
     # a killed run's directory is not overwritten by accident
-    r = cli([*args, "--out", str(run)])
-    assert r.returncode == 2 and "--resume" in r.stderr
+    capsys.readouterr()
+    assert main(["reconstruct", *args, "--out", str(run)]) == 2
+    assert "--resume" in capsys.readouterr().err
     r = cli(["--resume", str(run), "--quiet"])
     assert r.returncode == 0, r.stderr
     assert (run / "reconstruction.npy").read_bytes() == (ref / "reconstruction.npy").read_bytes()
@@ -105,8 +109,8 @@ def test_sigkilled_run_resumes_bit_for_bit(ct_problem_file, tmp_path):
     m = json.loads((run / "metrics.json").read_text())
     assert m["resumed_at"] == [30] and m["iterations"] == 60
     assert not (run / "checkpoint.pt").exists()  # removed once the run is complete
-    r = cli(["--resume", str(run)])
-    assert r.returncode == 2 and "already complete" in r.stderr
+    assert main(["reconstruct", "--resume", str(run)]) == 2
+    assert "already complete" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------- in-process, every kind of state

@@ -291,9 +291,12 @@ def _uncertainty_info(std, recon, problem) -> dict | None:
 
 
 def _comparable(request: dict) -> dict:
-    """A request without its checkpoint settings (they do not change the result)."""
-    out = copy.deepcopy(request)
-    out.pop("checkpoint", None)
+    """A request as plain JSON values, without its checkpoint settings (they do not change the result)."""
+    from .io.write import _jsonable
+
+    out = json.loads(json.dumps(_jsonable(request)))
+    if isinstance(out, dict):
+        out.pop("checkpoint", None)
     return out
 
 
@@ -311,7 +314,7 @@ def _load_resume(out: Path, cfg: RunConfig, problem, resume) -> dict | None:
         if int(ckpt.get("version", 0)) > CHECKPOINT_VERSION:
             raise DipkitError(f"checkpoint {path} has version {ckpt['version']}; this dipkit reads up to "
                               f"{CHECKPOINT_VERSION}")
-        if _comparable(ckpt["request"]) != _comparable(json.loads(json.dumps(cfg.to_dict()))):
+        if _comparable(ckpt["request"]) != _comparable(cfg.to_dict()):
             raise DipkitError(f"checkpoint {path} was written by a run with another configuration")
         if ckpt["problem"]["fingerprint"] != problem.fingerprint():
             raise DipkitError(f"checkpoint {path} was written for another problem (its measurement differs)")
