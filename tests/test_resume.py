@@ -118,6 +118,9 @@ CASES = {
     # EMA output, WMV window, input perturbation (per-step generator draws)
     "dip-ema-wmv": ("dip", {"ema": 0.9, "lr": 1e-2}, {"early_stop.rule": "wmv:record", "early_stop.window": 4,
                                                        "input.perturb": 0.05}),
+    # WMV stopping the run (its window, g_min, k_min carried over the interruption)
+    "wmv-stop": ("dip", {"lr": 1e-2}, {"early_stop.rule": "wmv", "early_stop.window": 3, "early_stop.patience": 8,
+                                       "early_stop.delta": 1.0}),
     # z optimised (a leaf in the optimiser), outer EMA, uniform noise per step
     "self-guided": ("self-guided", {"lr": 1e-2, "n_eta": 2}, {"input.kind": "noise"}),
     # z replaced by the outer update
