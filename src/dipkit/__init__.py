@@ -4,6 +4,8 @@ Main entry points::
 
     problem = dipkit.simulate("ct", image, views=30, noise_level=0.02)   # or Problem.load(path)
     result = dipkit.reconstruct(problem, RunConfig(method="dip"), out_dir="run")
+    result = dipkit.solve(y, physics, method="dip", iterations=2000)      # any deepinv operator
+    model = dipkit.DIPReconstructor("dip", iterations=2000)               # a deepinv Reconstructor
 
 The names below are imported on first use, so ``import dipkit`` (and ``dipkit --help``) does not
 import torch.
@@ -26,10 +28,13 @@ _LAZY = {
     "ssim": "dipkit.metrics",
     "Problem": "dipkit.problem",
     "reconstruct": "dipkit.runner",
+    "RunResult": "dipkit.rundir",
+    "solve": "dipkit.api",
+    "DIPReconstructor": "dipkit.api",
 }
 
-__all__ = ["Problem", "RunConfig", "DipkitError", "simulate", "reconstruct", "load_image_source",
-           "load_sample", "read_image", "psnr", "ssim", "__version__"]
+__all__ = ["Problem", "RunConfig", "DipkitError", "simulate", "reconstruct", "solve", "DIPReconstructor",
+           "RunResult", "load_image_source", "load_sample", "read_image", "psnr", "ssim", "__version__"]
 
 
 def __getattr__(name):

@@ -13,6 +13,9 @@ Override keys (``--set key=value``, values parsed as YAML scalars):
   (``es.`` is accepted as a short prefix);
 * ``validation.fraction``, ``validation.seed``, ``validation.refit`` (the held-out split of the
   ``val`` rule);
+* ``checkpoint.every``, ``checkpoint.keep`` (resumable runs, :mod:`dipkit.engine.checkpoint`);
+* ``healing.enabled``, ``healing.max_rollbacks``, ``healing.jump_factor``, ``healing.window``
+  (rollback on a non-finite loss or a loss jump, :mod:`dipkit.engine.healing`);
 * anything else is a hyper-parameter of the method (e.g. ``lr``, ``alpha``, ``ema``), checked
   against the method's signature.
 """
@@ -28,7 +31,8 @@ import yaml
 
 from .errors import DipkitError
 
-__all__ = ["RunConfig", "NetConfig", "InputConfig", "EarlyStopConfig", "ValidationConfig", "parse_overrides",
+__all__ = ["RunConfig", "NetConfig", "InputConfig", "EarlyStopConfig", "ValidationConfig", "CheckpointConfig",
+           "HealingConfig", "parse_overrides",
            "load_config",
            "load_yaml", "yaml_loads"]
 
@@ -98,6 +102,24 @@ class ValidationConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """Resumable runs (:mod:`dipkit.engine.checkpoint`): ``RUN_DIR/checkpoint.pt`` every ``every`` steps."""
+
+    every: int | None = None  # None: auto (on when the run is expected to last > 60 s), 0: off, N: every N steps
+    keep: bool = False  # keep checkpoint.pt once the run is complete
+
+
+@dataclass
+class HealingConfig:
+    """Self-healing (:mod:`dipkit.engine.healing`): roll back on a non-finite loss or a loss jump."""
+
+    enabled: bool = True
+    max_rollbacks: int = 3  # then the run fails with a DipkitError
+    jump_factor: float = 1e3  # a loss above jump_factor × the running median is a jump
+    window: int = 50  # steps in the running median
+
+
+@dataclass
 class RunConfig:
     method: str = "dip"
     iterations: int | None = None  # None: the method's default (dip: 3000, tv: 500)
@@ -112,6 +134,8 @@ class RunConfig:
     input: InputConfig = field(default_factory=InputConfig)
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    healing: HealingConfig = field(default_factory=HealingConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,7 +151,7 @@ class RunConfig:
         if not isinstance(data, dict):
             raise DipkitError(f"{source}: expected a mapping at the top level")
         for key, value in data.items():
-            if key in ("net", "input", "early_stop", "validation") and isinstance(value, dict):
+            if key in ("net", "input", "early_stop", "validation", *_EXTRA_SECTIONS) and isinstance(value, dict):
                 for k, v in value.items():
                     self.set(f"{key}.{k}", v, source=source)
             elif key == "params":
@@ -154,7 +178,7 @@ class RunConfig:
                 else:
                     self.net.options[sub] = value
                 return
-            if section in ("input", "early_stop", "validation"):
+            if section in ("input", "early_stop", "validation", *_EXTRA_SECTIONS):
                 obj = getattr(self, section)
                 names = {f.name for f in fields(obj)}
                 if sub not in names:
@@ -176,7 +200,7 @@ class RunConfig:
                 raise DipkitError(f"{source}: {key!r}: parameter {section!r} is not a mapping")
             current[sub] = value
             return
-        top = {f.name for f in fields(self)} - {"params", "net", "input", "early_stop", "validation"}
+        top = {f.name for f in fields(self)} - {"params", "net", "input", "early_stop", "validation", *_EXTRA_SECTIONS}
         if key in top:
             default = 0 if key == "iterations" else getattr(RunConfig(), key)
             setattr(self, key, _coerce(key, value, default))
@@ -230,7 +254,28 @@ class RunConfig:
             raise DipkitError(f"early_stop.source must be 'estimate' or 'output', got {es.source!r}")
         if not 0.0 < float(self.validation.fraction) <= 0.5:
             raise DipkitError(f"validation.fraction must be in (0, 0.5], got {self.validation.fraction}")
+        _check_extra_sections(self)
         return method
+
+
+#: sections added with resumable runs and self-healing (kept apart so the edits stay additive)
+_EXTRA_SECTIONS = ("checkpoint", "healing")
+
+
+def _check_extra_sections(cfg: "RunConfig") -> None:
+    """Validate ``checkpoint.*`` and ``healing.*`` (one-line DipkitErrors)."""
+    every = cfg.checkpoint.every
+    if every in ("auto", ""):
+        cfg.checkpoint.every = every = None
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 0):
+        raise DipkitError(f"checkpoint.every must be auto or an integer ≥ 0 (0: off), got {every!r}")
+    if not isinstance(cfg.checkpoint.keep, bool):
+        raise DipkitError(f"checkpoint.keep must be true or false, got {cfg.checkpoint.keep!r}")
+    h = cfg.healing
+    if not isinstance(h.enabled, bool):
+        raise DipkitError(f"healing.enabled must be true or false, got {h.enabled!r}")
+    if int(h.max_rollbacks) < 0 or not float(h.jump_factor) > 1 or int(h.window) < 1:
+        raise DipkitError("healing needs max_rollbacks ≥ 0, jump_factor > 1 and window ≥ 1")
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:

@@ -4,12 +4,24 @@ Used by ``dipkit reconstruct`` (:mod:`dipkit.runner`) and ``dipkit bench`` (:mod
 Every file is written atomically (temporary file + rename); ``metrics.json`` is written last, so its
 presence marks a complete run.
 
+A run directory holds one run: :func:`prepare_run_dir` refuses a non-empty directory unless asked to
+overwrite, which first removes the old run's files (only the names below, so nothing else is
+touched; a directory that holds other files is refused even then). ``checkpoint.pt`` exists while a
+run is in progress (or was interrupted) and is removed once it is complete, unless kept.
+
 =========================  =====================================================================
 file                       content
 =========================  =====================================================================
 ``reconstruction.npy``     the result ``[C, H, W]`` float32: the early-stopped estimate when a
                            stopping rule selected one, else the final one
 ``reconstruction.png``     the same as an image (the magnitude for a 2-channel complex image)
+``reconstruction.tif``     the same as a float32 TIFF (:func:`dipkit.io.export.save_tiff`)
+``reconstruction_hu.npy``  CT from a DICOM source: the result in Hounsfield units ``[1, H, W]``
+                           (the source's window inverted, :mod:`dipkit.io.export`)
+``reconstruction.dcm``     with ``--dicom``: the HU slice as a DICOM file (new UIDs, the source's
+                           geometry where known)
+``reconstruction_magnitude.npy``, ``.png``, ``reconstruction_phase.npy``  complex (MRI) results:
+                           magnitude and phase (radians) ``[1, H, W]``
 ``estimates.npz``          ``final``, and when available ``early_stop`` and ``peak`` (oracle)
 ``config.yaml``            the run's configuration with every default resolved (rerun with
                            ``--config``)
@@ -21,6 +33,8 @@ file                       content
 ``calibration.png``        binned RMSE against the predicted std (uncertainty and ground truth known)
 ``members.npz``            each ensemble member's reconstruction ``[N, C, H, W]`` (``--ensemble N``)
 ``metrics.json``           the run's summary (:class:`RunResult`), written last
+``checkpoint.pt``          while the run is in progress: its state, to resume it
+                           (:mod:`dipkit.engine.checkpoint`); removed when the run is complete
 ``error.txt``              only for a failed bench run: the traceback
 =========================  =====================================================================
 """
@@ -42,8 +56,10 @@ from .metrics import magnitude
 
 __all__ = ["RunResult", "RECONSTRUCTION", "RECONSTRUCTION_PNG", "ESTIMATES", "CONFIG", "HISTORY", "PSNR_CURVE",
            "UNCERTAINTY", "UNCERTAINTY_PNG", "CALIBRATION", "MEMBERS",
-           "METRICS", "ERROR", "write_run_dir", "read_metrics", "read_history", "read_estimates",
-           "read_config", "read_error", "write_error", "clear_status", "is_complete"]
+           "METRICS", "ERROR", "RECONSTRUCTION_TIFF", "RECONSTRUCTION_HU", "RECONSTRUCTION_DICOM", "MAGNITUDE",
+           "MAGNITUDE_PNG", "PHASE", "CHECKPOINT", "RUN_FILES", "write_run_dir", "read_metrics", "read_history",
+           "read_estimates", "read_config", "read_error", "write_error", "clear_status", "is_complete",
+           "prepare_run_dir", "remove_checkpoint", "can_write_dicom"]
 
 RECONSTRUCTION = "reconstruction.npy"
 RECONSTRUCTION_PNG = "reconstruction.png"
@@ -57,6 +73,17 @@ CALIBRATION = "calibration.png"
 MEMBERS = "members.npz"
 METRICS = "metrics.json"
 ERROR = "error.txt"
+RECONSTRUCTION_TIFF = "reconstruction.tif"
+RECONSTRUCTION_HU = "reconstruction_hu.npy"
+RECONSTRUCTION_DICOM = "reconstruction.dcm"
+MAGNITUDE = "reconstruction_magnitude.npy"
+MAGNITUDE_PNG = "reconstruction_magnitude.png"
+PHASE = "reconstruction_phase.npy"
+CHECKPOINT = "checkpoint.pt"
+#: every file a run writes (what --overwrite removes)
+RUN_FILES = (RECONSTRUCTION, RECONSTRUCTION_PNG, RECONSTRUCTION_TIFF, RECONSTRUCTION_HU, RECONSTRUCTION_DICOM,
+             MAGNITUDE, MAGNITUDE_PNG, PHASE, ESTIMATES, CONFIG, HISTORY, PSNR_CURVE, UNCERTAINTY, UNCERTAINTY_PNG,
+             CALIBRATION, MEMBERS, METRICS, CHECKPOINT, ERROR)
 
 
 class RunResult(dict):
@@ -64,8 +91,10 @@ class RunResult(dict):
 
     ``reconstruction`` (``[1, C, H, W]``), ``estimates`` (``{"final", "early_stop"?, "peak"?,
     "refit"?}``), ``history`` (``{column: list}``), ``config`` (the resolved run configuration as a
-    dict), ``uncertainty`` (``[1, C, H, W]`` std map or None) and ``members`` (an ensemble's
-    member reconstructions ``[N, C, H, W]`` or None).
+    dict), ``uncertainty`` (``[1, C, H, W]`` std map or None), ``members`` (an ensemble's
+    member reconstructions ``[N, C, H, W]`` or None), ``source`` (the problem's ``meta["source"]``:
+    what the image came from, for the HU and DICOM outputs) and ``operator_kind`` (the problem's
+    operator kind, None for an outside operator).
     """
 
     reconstruction: torch.Tensor
@@ -74,6 +103,57 @@ class RunResult(dict):
     config: dict
     uncertainty: torch.Tensor | None = None
     members: torch.Tensor | None = None
+    source: dict | None = None
+    operator_kind: str | None = None
+
+    @property
+    def is_complex(self) -> bool:
+        """Whether the image is complex, stored as (real, imaginary) channels (MRI)."""
+        return str(self.operator_kind or self.get("task") or "").startswith("mri") and \
+            self.reconstruction.shape[-3] == 2
+
+
+# ---------------------------------------------------------------------- the directory
+def _run_file(name: str) -> bool:
+    """A file a run writes, or one of the atomic writer's temporary files (``.NAME.xxxx.tmp``)."""
+    if name in RUN_FILES:
+        return True
+    return name.startswith(".") and name.endswith(".tmp") and any(name.startswith(f".{f}.") for f in RUN_FILES)
+
+
+def prepare_run_dir(out: str | Path, *, overwrite: bool) -> Path:
+    """Make ``out`` ready for a new run: a missing or empty directory is fine; a non-empty one is
+    refused unless ``overwrite``, which removes the old run's files first (and refuses a directory
+    that holds anything a run does not write, so nothing else is ever deleted)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DipkitError(f"--out {out} exists and is not a directory")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not entries:
+        return out
+    if not overwrite:
+        hint = " or --resume to continue it" if CHECKPOINT in entries and METRICS not in entries else ""
+        raise DipkitError(f"run directory {out} is not empty: use --overwrite to replace the run in it{hint}, "
+                          "or another --out")
+    foreign = [n for n in entries if not _run_file(n) or (out / n).is_dir()]
+    if foreign:
+        raise DipkitError(f"refusing to overwrite {out}: it holds files a dipkit run does not write "
+                          f"({', '.join(foreign[:3])}{', …' if len(foreign) > 3 else ''})")
+    for name in entries:
+        (out / name).unlink(missing_ok=True)
+    return out
+
+
+def remove_checkpoint(out: str | Path) -> None:
+    """Remove ``checkpoint.pt`` (the run is complete)."""
+    (Path(out) / CHECKPOINT).unlink(missing_ok=True)
+
+
+def can_write_dicom(source: dict | None, operator_kind: str | None) -> bool:
+    """Whether HU and DICOM outputs are possible: a CT problem whose source is a DICOM CT slice."""
+    from .io.export import hu_window
+
+    return operator_kind == "ct" and hu_window(source) is not None
 
 
 # ---------------------------------------------------------------------- writing
@@ -81,16 +161,39 @@ def _to_image(x: torch.Tensor) -> np.ndarray:
     return x.detach()[0].to(torch.float32).cpu().numpy()
 
 
-def write_run_dir(out: str | Path, result: RunResult) -> Path:
-    """Write ``result`` into the run directory ``out`` (created if missing); ``metrics.json`` last."""
+def write_run_dir(out: str | Path, result: RunResult, *, dicom: bool = False) -> Path:
+    """Write ``result`` into the run directory ``out`` (created if missing); ``metrics.json`` last.
+
+    ``dicom``: also write ``reconstruction.dcm`` (a CT problem from a DICOM source, else a DipkitError).
+    """
+    from .io.export import complex_parts, hu_window, save_tiff, to_hu, write_dicom
+
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DipkitError(f"cannot create output directory {out}: {exc.strerror}") from None
     recon = _to_image(result.reconstruction)
+    source = getattr(result, "source", None)
+    kind = getattr(result, "operator_kind", None)
+    if dicom and not can_write_dicom(source, kind):
+        raise DipkitError("--dicom needs a CT problem simulated from (or imported as) a DICOM CT slice")
     save_npy(out / RECONSTRUCTION, recon)
     save_png(out / RECONSTRUCTION_PNG, magnitude(recon) if recon.shape[0] == 2 else recon)
+    save_tiff(out / RECONSTRUCTION_TIFF, recon)
+    if can_write_dicom(source, kind):
+        hu = to_hu(recon, hu_window(source))
+        save_npy(out / RECONSTRUCTION_HU, hu)
+        if dicom:
+            from . import __version__
+
+            write_dicom(out / RECONSTRUCTION_DICOM, hu, source, description=f"dipkit {result['method']}",
+                        version=__version__)
+    if result.is_complex:
+        mag, phase = complex_parts(recon)
+        save_npy(out / MAGNITUDE, mag)
+        save_png(out / MAGNITUDE_PNG, mag, vmin=0.0, vmax=max(float(mag.max()), 1e-12))
+        save_npy(out / PHASE, phase)
     with atomic_write(out / ESTIMATES, "wb") as fh:
         np.savez(fh, **{k: _to_image(v) for k, v in result.estimates.items() if v is not None})
     save_yaml(out / CONFIG, result.config)
@@ -222,4 +325,18 @@ def is_complete(run_dir: str | Path, config: dict[str, Any] | None = None) -> bo
         return True
     import yaml
 
-    return metrics.get("request") == json.loads(json.dumps(yaml.safe_load(yaml.safe_dump(config, sort_keys=False))))
+    def norm(cfg):
+        """Through RunConfig, so sections added since (defaults) compare equal; the checkpoint
+        settings do not change a run's result and are left out."""
+        from .config import RunConfig
+
+        data = json.loads(json.dumps(yaml.safe_load(yaml.safe_dump(cfg, sort_keys=False))))
+        try:
+            data = RunConfig.from_dict(data).to_dict()
+        except (DipkitError, TypeError, ValueError):
+            pass
+        if isinstance(data, dict):
+            data.pop("checkpoint", None)
+        return data
+
+    return norm(metrics.get("request")) == norm(config)

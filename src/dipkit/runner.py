@@ -11,11 +11,28 @@ flow of one run::
 Defaults that depend on the problem or the network are resolved here (:func:`resolve_config`) and
 the resolved values are what ``config.yaml`` records. The files of the run directory and their
 reading back are in :mod:`dipkit.rundir`.
+
+**Checkpoints and resuming.** With a run directory, the run writes ``checkpoint.pt``
+(:mod:`dipkit.engine.checkpoint`; ``checkpoint.every``: auto by default) holding the request and the
+resolved configuration, the problem's fingerprint (and file and SHA-256), the validation split
+(seed, fraction, held-out mask), and per *phase* of the run (``main``, then ``refit`` when
+``validation.refit`` reruns on all data) the engine state (:meth:`dipkit.engine.State.state_dict`:
+network, optimiser, z, aux, estimate, random generators, counters), every callback's state
+(stopping rules, history recorder), the self-healing state and the wall time so far. A step-0
+checkpoint (configuration only) is written when the run starts, so an interrupted run can always
+be resumed. ``reconstruct(…, resume=True)`` rebuilds the run from its configuration, loads the
+state and continues: on the CPU the result is the uninterrupted run's, bit for bit. Once the run
+directory is written the checkpoint is removed (``checkpoint.keep`` keeps it).
+
+**Self-healing** (:mod:`dipkit.engine.healing`, ``healing.*``): a non-finite loss or a loss jump
+rolls the run back to its last snapshot with a halved learning rate; ``metrics.json`` lists the
+rollbacks.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -27,10 +44,14 @@ import torch
 from .config import RunConfig
 from .errors import DipkitError
 from .metrics import fov_mask, psnr, ssim
-from .rundir import RunResult, write_run_dir
+from .rundir import CHECKPOINT, RunResult, prepare_run_dir, remove_checkpoint, write_run_dir
 from .uncertainty import calibration, ensemble_mean_std, posterior_std
 
-__all__ = ["reconstruct", "resolve_device", "resolve_config", "build_state", "make_split", "RunResult"]
+__all__ = ["reconstruct", "resolve_device", "resolve_config", "build_state", "make_split", "RunResult",
+           "expected_in_channels", "CHECKPOINT_VERSION"]
+
+#: version of the checkpoint layout (see the module docs)
+CHECKPOINT_VERSION = 1
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,10 +99,46 @@ def _fit_view(problem, split):
                    meta=problem.meta)
 
 
-def build_state(method, problem, cfg: RunConfig, device: torch.device):
+def expected_in_channels(net: torch.nn.Module) -> int | None:
+    """The input channels a user's network expects: ``in_channels`` of its first module that has
+    one (a convolution), else None."""
+    for m in net.modules():
+        c = getattr(m, "in_channels", None)
+        if isinstance(c, int) and c > 0:
+            return c
+    return None
+
+
+def _user_net(net, problem, cfg: RunConfig, gen, device):
+    """A copy of the user's network on ``device`` and its input z (see :func:`dipkit.api.solve`)."""
+    from .inputs import make_input
+
+    if not isinstance(net, torch.nn.Module):
+        raise DipkitError(f"net must be a torch.nn.Module, got {type(net).__name__}")
+    want = expected_in_channels(net)
+    channels = cfg.input.channels or want
+    z = make_input(cfg.input.kind, problem, generator=gen, channels=channels, std=cfg.input.std)
+    if want is not None and z.shape[1] != want:
+        raise DipkitError(f"the network expects {want} input channel(s), but input.kind={cfg.input.kind!r} gives "
+                          f"{z.shape[1]}; use input.kind=noise (its channels follow the network) or a network "
+                          f"with {z.shape[1]} input channel(s)")
+    copy_ = copy.deepcopy(net).to(device=device, dtype=problem.y.dtype)
+    with torch.no_grad():
+        out = copy_(z)
+    if tuple(out.shape[1:]) != tuple(problem.img_shape):
+        raise DipkitError(f"the network maps z {tuple(z.shape)} to {tuple(out.shape)}, but the image is "
+                          f"{tuple(problem.img_shape)} (the shape of A_adjoint(y))")
+    return copy_, z
+
+
+def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=None):
     """The engine :class:`~dipkit.engine.State` of ``method`` on ``problem`` (already on ``device``,
     ``cfg`` resolved): the seeded generator, the network and its input for network methods, the step
-    budget, the problem's metadata and the engine settings (precision, history interval)."""
+    budget, the problem's metadata and the engine settings (precision, history interval).
+
+    ``net``: a user's ``nn.Module`` used as f_θ instead of ``cfg.net`` (a copy, moved to the device;
+    its weights as given are the initialisation); its input follows ``cfg.input`` with, for
+    ``noise``, the channels of the module's first convolution unless ``input.channels`` says."""
     from .engine import State
 
     steps = 1 if getattr(method, "direct", False) else int(cfg.iterations or method.default_iterations)
@@ -100,6 +157,14 @@ def build_state(method, problem, cfg: RunConfig, device: torch.device):
             from .inputs import make_input
             from .nets import build_net
 
+            if net is not None:
+                if n > 1:
+                    raise DipkitError("an ensemble needs dipkit's networks (one seeded network per member); "
+                                      "with net= use ensemble=1")
+                user, z = _user_net(net, problem, cfg, gen, device)
+                zs.append(z)
+                nets.append(user)
+                continue
             zs.append(make_input(cfg.input.kind, problem, generator=gen, channels=cfg.input.channels,
                                  std=cfg.input.std))
             nets.append(build_net(cfg.net.name, zs[-1].shape[1], problem.img_shape[0], **cfg.net.options).to(
@@ -125,28 +190,61 @@ class _Run:
     recorder: object
     rules: list
     wall: float
+    healer: object = None
+    checkpointer: object = None
+
+    def state_dict(self, wall: float) -> dict:
+        """The run's checkpoint part: engine state, callbacks, self-healing, wall time so far."""
+        return {"state": self.state.state_dict(),
+                "callbacks": {"rules": {cb.rule: cb.state_dict() for cb in self.rules},
+                              "recorder": self.recorder.state_dict()},
+                "healer": None if self.healer is None else self.healer.state_dict(),
+                "wall": float(wall), "max_steps": int(self.state.max_steps)}
 
 
-def _run_once(method, problem, cfg: RunConfig, device, *, split, rules, mask, quiet, console) -> _Run:
+def _run_once(method, problem, cfg: RunConfig, device, *, split, rules, mask, quiet, console, restore=None,
+              checkpoint=None, net=None) -> _Run:
+    """Build the run (state and callbacks), restore it from ``restore`` (a :meth:`_Run.state_dict`)
+    when given, and run it; ``checkpoint(run, t0) -> Checkpointer``: the run's checkpoint writer."""
     from .engine import run
+    from .engine.healing import Healer
     from .engine.progress import ProgressBar
     from .engine.recorder import HistoryRecorder
+    from .engine.state import to_device_tree
     from .stopping import make_stopping_rule
 
     fit = problem if split is None else _fit_view(problem, split)
-    state = build_state(method, fit, cfg, device)
+    state = build_state(method, fit, cfg, device, net=net)
     check = int(cfg.log_every)
     rule_cbs = [make_stopping_rule(name, mode, cfg.early_stop, check_every=check, split=split)
                 for name, mode in rules]
     recorder = HistoryRecorder(every=check, x_true=problem.x_true, mask=mask)
+    healer = Healer.from_config(cfg.healing, check)  # the engine uses it only for methods with an optimiser
+    done = 0.0
+    if restore:
+        state.load_state_dict(restore["state"])
+        cbs_sd = to_device_tree(restore["callbacks"], device)
+        for cb in rule_cbs:
+            if cb.rule not in cbs_sd["rules"]:
+                raise DipkitError(f"the checkpoint has no state for the stopping rule {cb.rule!r}")
+            cb.load_state_dict(cbs_sd["rules"][cb.rule])
+        recorder.load_state_dict(cbs_sd["recorder"])
+        if healer is not None and restore.get("healer"):
+            healer.load_state_dict(to_device_tree(restore["healer"], device))
+        done = float(restore.get("wall", 0.0))
     callbacks = [*rule_cbs, recorder]  # rules first: they write state.metrics (val) that the recorder samples
     if not quiet:
         callbacks.append(ProgressBar(recorder, description=cfg.method, console=console))
     t0 = time.perf_counter()
-    run(method, state, callbacks)
+    out = _Run(state, recorder, rule_cbs, done, healer)
+    if checkpoint is not None:
+        out.checkpointer = checkpoint(out, t0)
+        callbacks.append(out.checkpointer)
+    run(method, state, callbacks, healer=healer)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return _Run(state, recorder, rule_cbs, time.perf_counter() - t0)
+    out.wall = done + time.perf_counter() - t0
+    return out
 
 
 def _metric_pair(x, problem, mask):
@@ -192,12 +290,57 @@ def _uncertainty_info(std, recon, problem) -> dict | None:
     return info
 
 
+def _comparable(request: dict) -> dict:
+    """A request as plain JSON values, without its checkpoint settings (they do not change the result)."""
+    from .io.write import _jsonable
+
+    out = json.loads(json.dumps(_jsonable(request)))
+    if isinstance(out, dict):
+        out.pop("checkpoint", None)
+    return out
+
+
+def _load_resume(out: Path, cfg: RunConfig, problem, resume) -> dict | None:
+    """The checkpoint to resume from (``resume``: True, or "auto" — only when one that matches exists)."""
+    from .engine.checkpoint import load_checkpoint
+
+    path = out / CHECKPOINT
+    if resume == "auto" and not path.is_file():
+        return None
+    if not path.is_file():
+        raise DipkitError(f"nothing to resume in {out}: no {CHECKPOINT} (the run finished, or never started)")
+    try:
+        ckpt = load_checkpoint(path)
+        if int(ckpt.get("version", 0)) > CHECKPOINT_VERSION:
+            raise DipkitError(f"checkpoint {path} has version {ckpt['version']}; this dipkit reads up to "
+                              f"{CHECKPOINT_VERSION}")
+        if _comparable(ckpt["request"]) != _comparable(cfg.to_dict()):
+            raise DipkitError(f"checkpoint {path} was written by a run with another configuration")
+        if ckpt["problem"]["fingerprint"] != problem.fingerprint():
+            raise DipkitError(f"checkpoint {path} was written for another problem (its measurement differs)")
+    except DipkitError:
+        if resume == "auto":
+            return None
+        raise
+    return ckpt
+
+
 def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, quiet: bool = False,
-                console=None, method=None) -> RunResult:
+                console=None, method=None, overwrite: bool = True, resume: bool | str = False, dicom: bool = False,
+                net=None) -> RunResult:
     """Run ``cfg.method`` on ``problem``; write the run directory if ``out_dir`` is given.
 
     ``method``: the method built by ``cfg.validate()`` when the caller already has it (it is built
-    once per run). ``metrics.json`` holds ``method, task, iterations`` (steps run; null for a
+    once per run). ``overwrite``: with ``True`` (the library default, used by bench, tune and the
+    demo, which manage their run directories) the old run's files in ``out_dir`` are removed before
+    the run; with ``False`` (``dipkit reconstruct`` without ``--overwrite``) a non-empty ``out_dir``
+    is refused (:func:`dipkit.rundir.prepare_run_dir`). ``resume``: ``True`` continues the run
+    whose ``checkpoint.pt`` is in ``out_dir`` (same configuration and problem, else a DipkitError);
+    ``"auto"`` does so when a matching checkpoint exists and otherwise starts afresh (``dipkit bench
+    --resume``). ``dicom``: also write ``reconstruction.dcm`` (CT from a DICOM source; checked before
+    the run). ``net``: a user's ``nn.Module`` as f_θ (:func:`build_state`).
+
+    ``metrics.json`` holds ``method, task, iterations`` (steps run; null for a
     direct method such as FBP), ``wall_time_s, iterations_per_s, psnr, ssim`` (of the saved
     reconstruction), ``peak: {psnr, iteration}`` (the best PSNR in the history: an oracle),
     ``final: {psnr, ssim, iteration}``, ``early_stop: {rule, mode, iteration, psnr, ssim[, misfit]}``
@@ -208,13 +351,36 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
     written: ensembles and SGLD), ``validation`` (the held-out split and, with
     ``validation.refit``, the refit: ``{fraction, seed, held_out, fill, iteration, misfit, psnr,
     refit: {iterations, psnr, ssim} | null}``) or null, ``stop_reason``, ``device``, ``fov_mask``,
-    ``params`` (the method's hyper-parameters as used) and ``request`` (the configuration as asked,
-    before defaults were resolved). ``config.yaml`` holds the resolved configuration. PSNR/SSIM are
-    null without a ground truth.
+    ``params`` (the method's hyper-parameters as used), ``request`` (the configuration as asked,
+    before defaults were resolved), ``dipkit_version``, ``problem_file`` and ``problem_sha256``
+    (when the problem was loaded from a file; else null), ``rollbacks`` (self-healing:
+    ``[{step, reason, lr}]``), ``resumed_at`` (the steps at which the run was resumed from a
+    checkpoint) and ``checkpoint`` (``{every, written}``; ``every`` null: none was written).
+    ``config.yaml`` holds the resolved configuration. PSNR/SSIM are null without a ground truth.
     """
+    from . import __version__
+    from .engine.checkpoint import Checkpointer, save_checkpoint
+    from .rundir import can_write_dicom
     from .stopping import needs_split, parse_rules
 
     if method is None:
+        method = cfg.validate()
+    out = None if out_dir is None else Path(out_dir)
+    ckpt = None
+    if out is not None and resume:
+        ckpt = _load_resume(out, cfg, problem, resume)
+    if out is not None and ckpt is None:
+        prepare_run_dir(out, overwrite=bool(overwrite))
+    if ckpt is not None:
+        dicom = bool(dicom or ckpt.get("dicom"))
+    if dicom and not can_write_dicom(problem.meta.get("source"), problem.spec.get("kind")):
+        raise DipkitError("--dicom needs a CT problem simulated from (or imported as) a DICOM CT slice")
+    request = cfg.to_dict() if ckpt is None else ckpt["request"]
+    if ckpt is not None and ckpt.get("config"):
+        # the resolved configuration as the run used it (e.g. TV's chosen alpha); checkpoint settings as asked now
+        asked = cfg.checkpoint
+        cfg = RunConfig.from_dict(ckpt["config"])
+        cfg.checkpoint = copy.deepcopy(asked)
         method = cfg.validate()
     device = resolve_device(cfg.device)
     problem = problem.to(device)
@@ -222,13 +388,50 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
     direct = getattr(method, "direct", False)
     rules = [] if direct else parse_rules(cfg.early_stop.rule)
     split = make_split(problem, cfg) if rules and needs_split(cfg.early_stop.rule) else None
+    if ckpt is not None and ckpt.get("split") is not None:
+        if split is None or not torch.equal(split.held_out.cpu(), ckpt["split"]["held_out"].cpu()):
+            raise DipkitError("the checkpoint's validation split differs from this run's")
     mask = None
     if cfg.fov_mask:
         _, h, w = problem.img_shape
         mask = fov_mask(h, w, device=device, dtype=problem.y.dtype)
 
+    every = cfg.checkpoint.every
+    checkpointing = out is not None and every != 0
+    resumed_at = list(ckpt.get("resumed_at", [])) if ckpt else []
+    runs_done: dict = dict(ckpt.get("runs", {})) if ckpt else {}
+    if ckpt is not None:
+        resumed_at.append(int(((runs_done.get(ckpt.get("phase")) or {}).get("state") or {}).get("step", 0)))
+
+    fingerprint = problem.fingerprint()
+
+    def document(phase: str, runs: dict) -> dict:
+        cfg_now = copy.deepcopy(resolved)
+        cfg_now.params = dict(method.config())  # values chosen during the run (e.g. TV's alpha="auto")
+        return {"format": "dipkit-checkpoint", "version": CHECKPOINT_VERSION, "dipkit_version": __version__,
+                "request": request, "config": cfg_now.to_dict(), "phase": phase, "runs": runs,
+                "problem": {"file": problem.file, "sha256": problem.file_sha256,
+                            "fingerprint": fingerprint},
+                "split": None if split is None else {**split.describe(), "held_out": split.held_out.cpu()},
+                "resumed_at": resumed_at, "dicom": bool(dicom)}
+
+    def checkpointer(phase: str, earlier: dict):
+        if not checkpointing:
+            return None
+
+        def make(run_: _Run, t0: float):
+            def payload(state):
+                return document(phase, {**earlier, phase: run_.state_dict(run_.wall + time.perf_counter() - t0)})
+
+            return Checkpointer(out / CHECKPOINT, payload, every=every, align=int(cfg.log_every))
+
+        return make
+
+    if checkpointing and ckpt is None:
+        out.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(out / CHECKPOINT, document("main", {}))  # step 0: the configuration only
     main = _run_once(method, problem, resolved, device, split=split, rules=rules, mask=mask, quiet=quiet,
-                     console=console)
+                     console=console, restore=runs_done.get("main"), checkpoint=checkpointer("main", {}), net=net)
     state, recorder = main.state, main.recorder
     history = recorder.history()
     final = state.estimate
@@ -245,6 +448,7 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
     recon = chosen
     val_info = None
     wall = main.wall
+    rollbacks = [] if main.healer is None else list(main.healer.records)
     if split is not None:
         val_cb = next(cb for cb in main.rules if cb.rule == "val")
         val_info = {**split.describe(), **{k: v for k, v in _selection(val_cb, problem, mask).items()
@@ -252,12 +456,19 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
         if cfg.validation.refit and val_cb.iteration:
             again = copy.deepcopy(resolved)
             again.iterations = int(val_cb.iteration)
+            earlier = {}
+            if checkpointing:  # the main run, complete: a resumed refit replays it (no steps) for its results
+                earlier = {"main": main.state_dict(main.wall)}
+                if "refit" not in runs_done:
+                    save_checkpoint(out / CHECKPOINT, document("refit", earlier))
             refit = _run_once(again.validate(), problem, again, device, split=None, rules=[], mask=mask,
-                              quiet=quiet, console=console)
+                              quiet=quiet, console=console, restore=runs_done.get("refit"),
+                              checkpoint=checkpointer("refit", earlier), net=net)
             recon = chosen = estimates["refit"] = refit.state.estimate
             p, s = _metric_pair(recon, problem, mask)
             val_info["refit"] = {"iterations": refit.state.step, "psnr": p, "ssim": s}
             wall += refit.wall
+            rollbacks += [] if refit.healer is None else [{**r, "phase": "refit"} for r in refit.healer.records]
     peak = {"psnr": None, "iteration": None}
     if history.get("psnr"):
         j = int(np.nanargmax(history["psnr"]))
@@ -274,6 +485,7 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
     fp, fs = _metric_pair(estimates["final"], problem, mask)
     rp, rs = _metric_pair(recon, problem, mask)
     iters = None if direct else state.step
+    ck = main.checkpointer
     result = RunResult(
         method=cfg.method,
         task=problem.task,
@@ -293,15 +505,29 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
         params=method.config(),
         ensemble=ens_info,
         uncertainty=_uncertainty_info(uncertainty, recon, problem),
-        request=cfg.to_dict(),
+        request=request,
+        dipkit_version=__version__,
+        problem_file=problem.file,
+        problem_sha256=problem.file_sha256,
+        rollbacks=rollbacks,
+        resumed_at=resumed_at,
+        checkpoint=ck.describe() if ck is not None else {"every": None, "written": 0},
     )
+    if net is not None:
+        from .nets import count_parameters
+
+        result["net"] = {"module": type(net).__name__, "parameters": count_parameters(net)}
     result.reconstruction = recon
     result.uncertainty = uncertainty
     result.members = chosen if members > 1 else None
     result.estimates = estimates
     result.history = history
+    result.source = problem.meta.get("source")
+    result.operator_kind = problem.spec.get("kind")
     resolved.params = dict(method.config())  # values chosen during the run (e.g. TV's alpha="auto")
     result.config = resolved.to_dict()
-    if out_dir is not None:
-        write_run_dir(Path(out_dir), result)
+    if out is not None:
+        write_run_dir(out, result, dicom=dicom)
+        if not cfg.checkpoint.keep:
+            remove_checkpoint(out)
     return result

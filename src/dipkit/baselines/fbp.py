@@ -1,4 +1,4 @@
-"""Filtered back-projection baseline (CT only)."""
+"""Filtered back-projection baseline (CT; least squares for an outside operator)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,12 @@ def fbp(physics, y: torch.Tensor) -> torch.Tensor:
 
 @register
 class FBP(Baseline):
-    """Filtered back-projection (CT only): ``x = A†y``, a direct method (one engine step).
+    """Filtered back-projection (CT): ``x = A†y``, a direct method (one engine step).
+
+    For an outside operator (no operator kind, e.g. through :func:`dipkit.solve`: it may be any
+    tomography or other linear operator) ``A†y`` is the least-squares solution by a fixed number
+    of CG iterations (:func:`dipkit.baselines.naive.least_squares`); dipkit's other operators
+    (MRI, restoration) are refused as before.
 
     Reference: A. C. Kak, M. Slaney, *Principles of Computerized Tomographic Imaging*, 1988, ch. 3.
     """
@@ -50,4 +55,9 @@ class FBP(Baseline):
     direct = True
 
     def forward(self, state):
+        if state.meta.get("operator_kind") is None and not isinstance(state.physics, (ParallelBeamCT, FanBeamCT)) \
+                and "operator_kind" in state.meta:
+            from .naive import least_squares
+
+            return least_squares(state.physics, state.y)
         return fbp(state.physics, state.y)

@@ -1,4 +1,9 @@
-r"""``naive``: each task's standard direct reconstruction (no iterations, no network)."""
+r"""``naive``: each task's standard direct reconstruction (no iterations, no network).
+
+For an outside operator (one dipkit did not build: no operator kind, e.g. through
+:func:`dipkit.solve`), the direct reconstruction is the least-squares solution
+:math:`A^\dagger y` by :func:`least_squares`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,25 @@ from ..methods.registry import register
 from ..metrics import magnitude
 from .base import Baseline
 
-__all__ = ["Naive", "naive_reconstruction", "bicubic_upsample", "sample_offset"]
+__all__ = ["Naive", "naive_reconstruction", "bicubic_upsample", "sample_offset", "least_squares",
+           "LSQ_ITERATIONS"]
+
+#: conjugate-gradient iterations of :func:`least_squares`
+LSQ_ITERATIONS = 50
+
+
+@torch.no_grad()
+def least_squares(physics, y: torch.Tensor, iterations: int = LSQ_ITERATIONS) -> torch.Tensor:
+    r""":math:`A^\dagger y` for any linear operator: ``iterations`` conjugate-gradient steps on the
+    normal equations :math:`A^\top A x = A^\top y` from :math:`x = 0`
+    (:func:`dipkit.physics.linalg.conjugate_gradient`; a fixed count, no host synchronisation). From
+    zero, CG stays in the range of :math:`A^\top`, so it tends to the minimum-norm least-squares
+    solution; stopping after a fixed number of steps also regularises an ill-posed problem (early
+    stopping of CGLS). Used by ``naive`` and ``fbp`` for outside operators."""
+    from ..physics.linalg import conjugate_gradient
+
+    aty = physics.A_adjoint(y)
+    return conjugate_gradient(lambda v: physics.A_adjoint(physics.A(v)), aty, torch.zeros_like(aty), iterations)
 
 
 def _magnitude_as_complex(x: torch.Tensor) -> torch.Tensor:
@@ -56,7 +79,9 @@ def naive_reconstruction(problem) -> torch.Tensor:
 
 def _naive(kind, physics, y, img_shape) -> torch.Tensor:
     c, h, w = img_shape
-    if kind == "ct":
+    if kind is None:  # an outside operator
+        x = least_squares(physics, y)
+    elif kind == "ct":
         from .fbp import fbp
 
         x = fbp(physics, y)
@@ -97,6 +122,7 @@ class Naive(Baseline):
     ``downsampling``    bicubic up-sampling of :math:`y` to the image size, on the operator's own
                         sampling grid (``y[i]`` sits at ``f i + o``, ``o = 0.5`` for deepinv's
                         even-sized bicubic/bilinear filters, 0 otherwise), border replicated
+    outside operator    least squares :math:`A^\dagger y` by CG (:func:`least_squares`)
     ==================  ==========================================================================
 
     For MRI the magnitude is the usual "zero-filled" image; for a real non-negative ground truth

@@ -32,8 +32,9 @@ def run_bench(config: str | Path | dict | BenchConfig, out: str | Path, *, execu
     Every case instance is simulated once into ``OUT/cases/<case>/<instance>/problem.npz``; every
     (instance, method, seed) is run by :func:`dipkit.runner.reconstruct` into its own run dir; then
     the reports are written (see :mod:`dipkit.bench.report`). With ``resume``, instances whose
-    ``problem.npz`` and ``case.json`` match are reused and runs with a ``metrics.json`` (and the same
-    ``config.yaml``) are skipped. A failed run is recorded (``error.txt``, the ``failed`` column)
+    ``problem.npz`` and ``case.json`` match are reused, runs with a ``metrics.json`` (and the same
+    ``config.yaml``) are skipped, and runs interrupted after a checkpoint continue from their
+    ``checkpoint.pt`` (the others are redone). A failed run is recorded (``error.txt``, the ``failed`` column)
     and the grid goes on. ``threads``: torch threads per local run (default: torch's
     own in-process, ``cpu_count // workers`` in worker processes). ``executor_obj`` overrides
     ``executor``/``workers``/``threads``/``ray_address``.
@@ -83,14 +84,15 @@ def run_bench(config: str | Path | dict | BenchConfig, out: str | Path, *, execu
         name = "/".join(str(k) for k in key[:3]) + f" seed {key[3]}"
         if rec["status"] == "ok":
             psnr = rec.get("psnr")
-            say(f"[{len(done)}/{len(todo)}] {name}: ok" + (f", PSNR {psnr:.2f} dB" if psnr is not None else "")
+            say(f"[{len(done)}/{len(todo)}] {name}: ok" + (" (resumed)" if rec.get("resumed") else "")
+                + (f", PSNR {psnr:.2f} dB" if psnr is not None else "")
                 + (f", {rec['wall_s']:.1f} s" if rec.get("wall_s") is not None else ""))
         else:
             failed.append(key)
             say(f"[{len(done)}/{len(todo)}] {name}: FAILED: {rec['error']}" + (f" ({spec.out}/error.txt)" if spec else ""))
 
     if todo:
-        ex.map([s.job() for s in todo], on_done)
+        ex.map([s.job(resume=resume and (s.case, s.instance) not in fresh) for s in todo], on_done)
     text = (Path(bench.source).read_text(encoding="utf-8") if Path(bench.source).is_file()
             else (out / "bench.yaml").read_text(encoding="utf-8"))
     title = f"dipkit bench: {Path(bench.source).stem if Path(bench.source).is_file() else out.name}"

@@ -47,7 +47,11 @@ def execute_run(job: dict) -> dict:
     """Run one job (see :meth:`dipkit.bench.grid.RunSpec.job`); never raises for a failed run.
 
     A failure writes ``error.txt`` (the traceback) into the run dir and returns
-    ``status="failed"`` with a one-line ``error``; a success removes a stale ``error.txt``.
+    ``status="failed"`` with a one-line ``error``; a success removes a stale ``error.txt``. The run
+    dir is the bench's: a fresh run replaces whatever an earlier one left there; with
+    ``job["resume"]`` a run interrupted after a checkpoint (``checkpoint.pt`` of the same
+    configuration and problem) continues from it (:func:`dipkit.runner.reconstruct`'s
+    ``resume="auto"``), else it starts afresh.
     """
     import torch
 
@@ -65,9 +69,10 @@ def execute_run(job: dict) -> dict:
         clear_status(out)
         problem = Problem.load(job["problem"])
         cfg = RunConfig.from_dict(job["cfg"])
-        res = reconstruct(problem, cfg, out, quiet=True)
+        res = reconstruct(problem, cfg, out, quiet=True, overwrite=True,
+                          resume="auto" if job.get("resume") else False)
         return {"key": job["key"], "status": "ok", "error": None, "wall_s": time.perf_counter() - t0,
-                "psnr": res.get("psnr")}
+                "psnr": res.get("psnr"), "resumed": bool(res.get("resumed_at"))}
     except Exception as exc:  # noqa: BLE001  (a failed run is recorded, the grid goes on)
         try:
             write_error(out, traceback.format_exc())

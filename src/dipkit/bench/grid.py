@@ -7,7 +7,8 @@ Output layout under the bench directory ``DIR``::
     DIR/cases/<case>/<instance>/case.json           what it was simulated from (resume compares it)
     DIR/cases/<case>/<instance>/naive.npy           the naive reconstruction (method 'naive', else A†y)
     DIR/cases/<case>/<instance>/<label>/seed<k>/    one run dir, as 'dipkit reconstruct' writes it;
-                                                    error.txt instead of metrics.json when it failed
+                                                    error.txt instead of metrics.json when it failed;
+                                                    checkpoint.pt while it runs (or was interrupted)
 """
 
 from __future__ import annotations
@@ -46,10 +47,11 @@ class RunSpec:
     def key(self) -> tuple[str, str, str, int]:
         return (self.case, self.instance, self.label, self.seed)
 
-    def job(self, threads: int | None = None) -> dict:
-        """A picklable description for :func:`dipkit.bench.executors.execute_run`."""
+    def job(self, threads: int | None = None, resume: bool = False) -> dict:
+        """A picklable description for :func:`dipkit.bench.executors.execute_run` (``resume``: continue
+        an interrupted run from its checkpoint)."""
         return {"key": list(self.key), "problem": self.problem, "out": self.out, "cfg": self.cfg,
-                "threads": threads}
+                "threads": threads, "resume": bool(resume)}
 
 
 def instance_dir(out: Path, case: CaseSpec, inst: Instance) -> Path:

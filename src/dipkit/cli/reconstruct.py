@@ -1,14 +1,39 @@
-"""``dipkit reconstruct``: reconstruct a problem file with one method into a run directory."""
+"""``dipkit reconstruct``: reconstruct a problem file with one method into a run directory.
+
+``--out DIR`` must be a new or empty directory unless ``--overwrite`` (which removes the old run's
+files first). ``--resume DIR`` continues an interrupted run from its ``checkpoint.pt`` with the
+run's own settings (the problem file is the one the run used, unless given).
+"""
 
 from __future__ import annotations
 
+import argparse
+
+from ..errors import DipkitError
 from .common import DEVICES, Verb, positive_int, summary
 
 __all__ = ["RECONSTRUCT", "build_config"]
 
+#: options that set up a run; --resume takes the run's own
+_RUN_OPTIONS = ("method", "iterations", "seed", "device", "early_stop", "ensemble", "config")
+
+
+def checkpoint_every(text: str):
+    """An argparse type: ``auto`` or an integer ≥ 0 (0: no checkpoints)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer ≥ 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer ≥ 0, got {v}")
+    return v
+
 
 def add_arguments(r) -> None:
-    r.add_argument("problem", help="problem file written by 'dipkit simulate'")
+    r.add_argument("problem", nargs="?", help="problem file written by 'dipkit simulate' (with --resume: optional, "
+                                              "default the file the run used)")
     r.add_argument("--method", help="method name (see 'dipkit methods'; default dip)")
     r.add_argument("--iterations", type=positive_int, help="gradient steps (default: the method's, e.g. 3000)")
     r.add_argument("--seed", type=int, help="seed of network init, input and per-step noise (default 0)")
@@ -23,9 +48,20 @@ def add_arguments(r) -> None:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting: method hyper-parameters (lr=1e-4, alpha=…), net.NAME, "
                         "input.kind/channels/std/perturb, early_stop.window/patience/delta, "
-                        "validation.fraction/seed/refit, log_every, precision")
+                        "validation.fraction/seed/refit, healing.enabled/max_rollbacks/jump_factor/window, "
+                        "log_every, precision")
     r.add_argument("--config", help="YAML config (e.g. a run's config.yaml); --set and flags override it")
-    r.add_argument("--out", required=True, help="run directory to write")
+    r.add_argument("--out", help="run directory to write (new or empty, unless --overwrite)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace the run in a non-empty --out (its old files are removed first)")
+    r.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the interrupted run in RUN_DIR from its checkpoint.pt, with its own settings")
+    r.add_argument("--checkpoint-every", type=checkpoint_every, default=argparse.SUPPRESS, metavar="N",
+                   help="write RUN_DIR/checkpoint.pt every N steps; 0: never; auto (default): every ~60 s when "
+                        "the run is expected to last over a minute")
+    r.add_argument("--keep-checkpoint", action="store_true", help="keep checkpoint.pt after the run is complete")
+    r.add_argument("--dicom", action="store_true",
+                   help="also write reconstruction.dcm (CT from a DICOM source: HU, new UIDs, the source's geometry)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -44,19 +80,79 @@ def build_config(args):
         cfg.set("early_stop.rule", args.early_stop)
     for key, value in parse_overrides(args.set):
         cfg.set(key, value)
+    _checkpoint_flags(cfg, args)
     return cfg
+
+
+def _checkpoint_flags(cfg, args) -> None:
+    if hasattr(args, "checkpoint_every"):
+        cfg.checkpoint.every = args.checkpoint_every
+    if getattr(args, "keep_checkpoint", False):
+        cfg.checkpoint.keep = True
 
 
 def run(args) -> int:
     from ..problem import Problem
     from ..runner import reconstruct
 
+    if args.resume is not None:
+        return _resume(args)
+    if args.problem is None:
+        raise DipkitError("reconstruct needs a problem file (or --resume RUN_DIR)")
+    if args.out is None:
+        raise DipkitError("reconstruct needs --out RUN_DIR")
     cfg = build_config(args)
     method = cfg.validate()  # checked (and built, once) before the problem is read
+    from ..rundir import prepare_run_dir
+
+    if not args.overwrite:
+        prepare_run_dir(args.out, overwrite=False)  # refuse a non-empty --out before any work
     problem = Problem.load(args.problem)
-    res = reconstruct(problem, cfg, args.out, quiet=args.quiet, method=method)
+    res = reconstruct(problem, cfg, args.out, quiet=args.quiet, method=method, overwrite=args.overwrite,
+                      dicom=args.dicom)
     print(summary(res))
     print(f"wrote {args.out}")
+    return 0
+
+
+def _resume(args) -> int:
+    """``--resume RUN_DIR``: the run's request and problem from its checkpoint, then continue it."""
+    from pathlib import Path
+
+    from ..config import RunConfig
+    from ..engine.checkpoint import load_checkpoint
+    from ..problem import Problem
+    from ..rundir import CHECKPOINT, METRICS
+    from ..runner import reconstruct
+
+    given = [f"--{k.replace('_', '-')}" for k in _RUN_OPTIONS if getattr(args, k, None) is not None]
+    if args.set:
+        given.append("--set")
+    if given:
+        raise DipkitError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
+    run_dir = Path(args.resume)
+    if args.out is not None and Path(args.out).resolve() != run_dir.resolve():
+        raise DipkitError("--resume writes into the run's own directory; drop --out (or give the same one)")
+    if args.overwrite:
+        raise DipkitError("--resume and --overwrite contradict each other")
+    if not (run_dir / CHECKPOINT).is_file():
+        if (run_dir / METRICS).is_file():
+            raise DipkitError(f"the run in {run_dir} is already complete (nothing to resume)")
+        raise DipkitError(f"nothing to resume in {run_dir}: no {CHECKPOINT}")
+    ckpt = load_checkpoint(run_dir / CHECKPOINT)
+    info = ckpt.get("problem") or {}
+    path = args.problem or info.get("file")
+    if path is None:
+        raise DipkitError("the run's problem did not come from a file; give it: dipkit reconstruct PROBLEM "
+                          f"--resume {run_dir}")
+    problem = Problem.load(path)
+    if info.get("sha256") and problem.file_sha256 != info["sha256"]:
+        raise DipkitError(f"problem file {path} has changed since the run started (SHA-256 differs)")
+    cfg = RunConfig.from_dict(ckpt["request"])
+    _checkpoint_flags(cfg, args)
+    res = reconstruct(problem, cfg, run_dir, quiet=args.quiet, resume=True, dicom=args.dicom)
+    print(summary(res))
+    print(f"resumed and wrote {run_dir}")
     return 0
 
 

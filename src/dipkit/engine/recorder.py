@@ -14,6 +14,11 @@ sample taken in ``on_step_end`` (the loss terms, which belong to the step's grad
 and the peak candidate of that step is replaced likewise. So the last row always describes the
 returned estimate, and the peak is the best of the rows (``peak ≥ final`` when the last step is
 sampled, as it always is).
+
+*Rollbacks* (:mod:`dipkit.engine.healing`): the recorder's snapshot is cheap (lengths and
+references, no host transfer); a rollback drops the rows of the steps that are redone, and once a
+run has been rolled back the history gains a column ``rollbacks``: the number of rollbacks before
+each row's sample.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ class HistoryRecorder(Callback):
         self.best_estimate: torch.Tensor | None = None
         self.best_step: torch.Tensor | None = None
         self._candidate: tuple | None = None  # (estimate, psnr, step) of the last sampled step
+        self.n_rollbacks = 0  # rollbacks so far (self-healing)
+        self._rb: list[int] = []  # n_rollbacks at each sampled step
 
     # ------------------------------------------------------------------ hooks
     def on_step_end(self, state):
@@ -92,6 +99,7 @@ class HistoryRecorder(Callback):
         self._pending.append((replace, row))
         if not replace:
             self.steps.append(state.step)
+            self._rb.append(self.n_rollbacks)
 
     @torch.no_grad()
     def _commit_peak(self):
@@ -134,14 +142,18 @@ class HistoryRecorder(Callback):
         out = {"step": list(self.steps[: len(rows)])}
         for j, name in enumerate(self.columns or []):
             out[name] = [r[j] for r in rows]
+        if self.n_rollbacks:
+            out["rollbacks"] = [float(v) for v in self._rb[: len(rows)]]
         return out
 
+    # ------------------------------------------------------------------ checkpoints and rollbacks
     def state_dict(self):
         self._commit_peak()
         self.read()
-        return {"columns": self.columns, "metrics": list(self._metrics), "steps": list(self.steps), "rows": [list(r) for r in self._rows],
+        return {"columns": self.columns, "metrics": list(self._metrics), "steps": list(self.steps),
+                "rows": [list(r) for r in self._rows],
                 "best_psnr": self.best_psnr, "best_estimate": self.best_estimate,
-                "best_step": self.best_step}
+                "best_step": self.best_step, "n_rollbacks": self.n_rollbacks, "rb": list(self._rb)}
 
     def load_state_dict(self, sd):
         if not sd:
@@ -149,4 +161,25 @@ class HistoryRecorder(Callback):
         self.columns, self.steps, self._rows = sd["columns"], list(sd["steps"]), [list(r) for r in sd["rows"]]
         self._metrics = list(sd.get("metrics", []))
         self.best_psnr, self.best_estimate, self.best_step = sd["best_psnr"], sd["best_estimate"], sd["best_step"]
+        self.n_rollbacks = int(sd.get("n_rollbacks", 0))
+        self._rb = list(sd.get("rb", [0] * len(self.steps)))
         self._pending, self._candidate = [], None
+
+    def snapshot(self):
+        """Lengths and references only (no host transfer): rows and samples are only appended, and
+        the peak tensors are replaced, never changed in place."""
+        return {"n_steps": len(self.steps), "n_rows": len(self._rows), "pending": list(self._pending),
+                "columns": self.columns, "metrics": list(self._metrics), "candidate": self._candidate,
+                "best": (self.best_psnr, self.best_estimate, self.best_step)}
+
+    def restore(self, snap):
+        del self.steps[snap["n_steps"]:]
+        del self._rb[snap["n_steps"]:]
+        del self._rows[snap["n_rows"]:]
+        self._pending = list(snap["pending"])
+        self.columns, self._metrics = snap["columns"], list(snap["metrics"])
+        self._candidate = snap["candidate"]
+        self.best_psnr, self.best_estimate, self.best_step = snap["best"]
+
+    def on_rollback(self, state, record):
+        self.n_rollbacks += 1

@@ -4,6 +4,9 @@ Every method — vanilla DIP, its regularised, splitting, self-guided and Bayesi
 through :func:`run`. A method says what its Algorithm box says through hooks
 (:class:`dipkit.methods.base.Method`); callbacks observe and may stop the run. The loop makes no
 host–device synchronisation: loss terms stay on the device; observers read them every ``k`` steps.
+
+The loop runs under ``torch.enable_grad()``, so a run started inside ``torch.no_grad()`` (e.g. by
+``deepinv.test`` through :class:`dipkit.api.DIPReconstructor`) still optimises its network.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from .state import State
 __all__ = ["run"]
 
 
-def run(method, state: State, callbacks=()) -> State:
+def run(method, state: State, callbacks=(), *, healer=None) -> State:
     """Run ``method`` from ``state`` until ``state.max_steps`` or a stop request.
 
     Per step::
@@ -27,20 +30,39 @@ def run(method, state: State, callbacks=()) -> State:
         backward(Σ terms); method.before_update; optimizer.step(); method.after_update
         state.x, state.terms, state.loss ← detached copies; state.step += 1
         method.output.update(state, method.iterate(state))   # last iterate / EMA / z
+        healer.observe(state)                     # device-side loss watch (self-healing)
         callbacks.on_step_end(state)
         every method.inner_steps steps: method.outer_update(state); callbacks.on_outer_end(state)
+        every k steps: healer.check(...)          # one flag read; snapshot, or roll back
+        callbacks.on_iteration_end(state)         # the step is complete (checkpoints)
 
-    The loop can resume a state loaded from :meth:`State.load_state_dict` (``state.step > 0``):
-    ``method.setup`` is then told not to re-initialise auxiliary variables.
+    ``healer``: a :class:`~dipkit.engine.healing.Healer` (self-healing), used only for methods with
+    an optimiser. The loop can resume a state loaded from :meth:`State.load_state_dict`
+    (``state.step > 0``): ``method.setup`` is then told not to re-initialise auxiliary variables,
+    and an optimiser state loaded before the optimiser existed (``state.pending_optimizer``) is
+    applied once it is built.
     """
     cbs = callbacks if isinstance(callbacks, Callback) else CallbackList(callbacks)
+    with torch.enable_grad():
+        return _run(method, state, cbs, healer)
+
+
+def _run(method, state: State, cbs: Callback, healer) -> State:
     resuming = state.step > 0
     method.setup(state, resuming=resuming)
     if state.optimizer is None:
         groups = method.param_groups(state)
         state.optimizer = method.make_optimizer(groups) if groups else None
+    if state.pending_optimizer is not None:
+        if state.optimizer is not None:
+            state.optimizer.load_state_dict(state.pending_optimizer)
+        state.pending_optimizer = None
     cbs.on_start(state)
     opt = state.optimizer
+    if opt is None:
+        healer = None  # nothing to roll back to a smaller step
+    if healer is not None:
+        healer.start(state, cbs)
     while state.step < state.max_steps and not state.stop:
         if opt is not None:
             opt.zero_grad(set_to_none=True)
@@ -67,11 +89,16 @@ def run(method, state: State, callbacks=()) -> State:
         state.terms = {k: v.detach() for k, v in terms.items()}
         state.loss = loss.detach()
         method.output.update(state, method.iterate(state))
+        if healer is not None:
+            healer.observe(state)
         cbs.on_step_end(state)
         if method.inner_steps > 0 and state.step % method.inner_steps == 0:
             with torch.no_grad():
                 method.outer_update(state)
             state.outer_step += 1
             cbs.on_outer_end(state)
+        if healer is not None and healer.due(state):
+            healer.check(state, opt, cbs)
+        cbs.on_iteration_end(state)
     cbs.on_end(state)
     return state

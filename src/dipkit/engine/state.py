@@ -12,7 +12,34 @@ from typing import Any
 
 import torch
 
-__all__ = ["State"]
+__all__ = ["State", "clone_tree", "to_device_tree"]
+
+
+def clone_tree(obj: Any) -> Any:
+    """A copy of ``obj`` (nested dicts, lists, tuples) with every tensor cloned (detached), so that
+    later in-place updates of the originals do not reach the copy (snapshots, checkpoints)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: clone_tree(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [clone_tree(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(clone_tree(v) for v in obj)
+    return obj
+
+
+def to_device_tree(obj: Any, device: torch.device) -> Any:
+    """``obj`` with every tensor moved to ``device`` (for state loaded from a checkpoint on the CPU)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: to_device_tree(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [to_device_tree(v, device) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(to_device_tree(v, device) for v in obj)
+    return obj
 
 
 @dataclass
@@ -48,6 +75,8 @@ class State:
     :ivar report_every: for methods without an optimiser (classical baselines) the engine
         evaluates the loss terms — which are only observed, not differentiated — every
         ``report_every`` steps and at the last step (the run's history sampling interval).
+    :ivar pending_optimizer: an optimiser state loaded by :meth:`load_state_dict` before the
+        optimiser existed; :func:`dipkit.engine.run` applies it once it has built the optimiser.
     """
 
     physics: Any
@@ -72,6 +101,7 @@ class State:
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
     report_every: int = 1
     generators: list[torch.Generator] | None = None
+    pending_optimizer: dict | None = field(default=None, repr=False)
 
     @property
     def device(self) -> torch.device:
@@ -125,34 +155,71 @@ class State:
             self.stop, self.stop_reason = True, reason
 
     def state_dict(self) -> dict:
-        """Everything needed to resume: network, optimiser, z, aux, estimate, counters, RNG."""
+        """Everything needed to resume: network, optimiser, z, aux, estimate, the last loss terms and
+        observed metrics, counters, and the random states (the run's generator(s) and torch's global
+        generator of the CPU and of the run's CUDA device). Tensors only reference the live ones:
+        :func:`clone_tree` the result to keep it while the run goes on."""
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "net": None if self.net is None else self.net.state_dict(),
             "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
             "z": self.z,
+            "z_requires_grad": None if self.z is None else bool(self.z.requires_grad),
             "aux": dict(self.aux),
             "x": self.x,
             "estimate": self.estimate,
+            "loss": self.loss,
+            "terms": dict(self.terms),
+            "metrics": dict(self.metrics),
             "step": self.step,
             "outer_step": self.outer_step,
             "stop": self.stop,
             "stop_reason": self.stop_reason,
             "generator": self.generator.get_state(),
             "generators": None if self.generators is None else [g.get_state() for g in self.generators],
+            "rng": rng,
         }
 
     def load_state_dict(self, sd: dict) -> None:
+        """Restore :meth:`state_dict`'s output (tensors are moved to the run's device; random states
+        stay on the CPU, where generators keep them). Without an optimiser yet, its state waits in
+        :attr:`pending_optimizer`."""
+        dev = self.device
+
+        def mv(v):
+            return None if v is None else to_device_tree(v, dev)
+
         if self.net is not None and sd.get("net") is not None:
             self.net.load_state_dict(sd["net"])
-        if self.optimizer is not None and sd.get("optimizer") is not None:
-            self.optimizer.load_state_dict(sd["optimizer"])
-        if sd.get("z") is not None and self.z is not None:
-            with torch.no_grad():
-                self.z.copy_(sd["z"])
-        self.aux = dict(sd.get("aux", {}))
-        self.x, self.estimate = sd.get("x"), sd.get("estimate")
+        if sd.get("optimizer") is not None:
+            if self.optimizer is not None:
+                self.optimizer.load_state_dict(sd["optimizer"])
+            else:
+                self.pending_optimizer = sd["optimizer"]
+        z = sd.get("z")
+        if z is not None:
+            if self.z is not None and self.z.shape == z.shape:
+                with torch.no_grad():
+                    self.z.copy_(z)
+            else:  # e.g. aSeqDIP, whose z is replaced by the method
+                self.z = z.detach().to(device=dev).clone()
+                if sd.get("z_requires_grad"):
+                    self.z.requires_grad_(True)
+        self.aux = dict(mv(sd.get("aux", {})))
+        self.x, self.estimate = mv(sd.get("x")), mv(sd.get("estimate"))
+        if "loss" in sd:
+            self.loss = mv(sd["loss"])
+            self.terms = dict(mv(sd.get("terms") or {}))
+            self.metrics = dict(mv(sd.get("metrics") or {}))
         self.step, self.outer_step = int(sd["step"]), int(sd["outer_step"])
         self.stop, self.stop_reason = bool(sd["stop"]), sd.get("stop_reason")
-        self.generator.set_state(sd["generator"])
+        self.generator.set_state(sd["generator"].cpu())
         for g, st in zip(self.generators or [], sd.get("generators") or []):
-            g.set_state(st)
+            g.set_state(st.cpu())
+        rng = sd.get("rng") or {}
+        if rng.get("cpu") is not None:
+            torch.set_rng_state(rng["cpu"].cpu())
+        if rng.get("cuda") is not None and dev.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"].cpu(), dev)
