@@ -87,7 +87,7 @@ from deepinv.physics import Tomography
 from ..errors import DipkitError
 from . import sparse as _sparse
 from .ct_backend import AUTO_SPARSE_MAX_NNZ, BACKENDS, Backend, check_backend, default_backend
-from .ct_fbp import fan_fbp, general_fbp
+from .ct_fbp import angular_weights, fan_fbp, general_fbp
 
 __all__ = [
     "ParallelBeamCT",
@@ -292,11 +292,17 @@ class ParallelBeamCT(_CT):
     def fbp(self, y: torch.Tensor, **kwargs) -> torch.Tensor:
         """Parallel-beam FBP. deepinv geometries: Ram-Lak filter along the detector, exact
         back-projection ``A^T``, times ``pi / (2 V)`` (deepinv's ``Tomography.fbp``; its scale is
-        right). General geometries: :func:`dipkit.physics.ct_fbp.general_fbp` (views weighted by
+        right) -- with an angle list, each view times its angular interval
+        (:func:`~dipkit.physics.ct_fbp.angular_weights`) over 2 instead. General geometries: :func:`dipkit.physics.ct_fbp.general_fbp` (views weighted by
         their angular intervals, spacing and pixel size accounted for)."""
         if self.general is not None:
             self._check_sinogram(y)
             return general_fbp(self, y)
+        if "angles" in self.spec:  # any angle list: each view weighted by its angular interval
+            self._check_sinogram(y)
+            w = angular_weights(self.angles.double().cpu().numpy(), 180.0)
+            w = torch.as_tensor(w, dtype=y.dtype, device=y.device)
+            return self.A_adjoint(self.iradon.filter(y) * w, **kwargs) / 2
         return super().fbp(y, **kwargs)
 
 
