@@ -256,6 +256,21 @@ def test_unwritable_output(tmp_path, capsys):
     assert code == 2 and "cannot write" in err and not (tmp_path / "file" / "p.npz").exists()
 
 
+def test_unknown_task_and_spec_codec():
+    from dipkit.physics.custom import decode_array, decode_mask, encode_array, encode_mask
+
+    with pytest.raises(DipkitError, match="unknown task"):
+        import_problem("pet", sinogram="x.npy")
+    a = (np.arange(12) - 3.5j).reshape(3, 4).astype(np.complex64)
+    assert np.array_equal(decode_array(json.loads(json.dumps(encode_array(a)))), a)
+    m = np.random.default_rng(0).random((5, 7)) > 0.5
+    assert np.array_equal(decode_mask(encode_mask(m)), m.astype(float))
+    for bad in ({"dtype": "float32", "shape": [2], "zlib_base64": "!!"}, {"shape": [3]},
+                {"dtype": "object", "shape": [1], "zlib_base64": ""}):
+        with pytest.raises(DipkitError, match="invalid encoded"):
+            decode_array(bad) if "dtype" in bad else decode_mask(bad)
+
+
 # ------------------------------------------------------------------------------ array formats
 def test_array_formats(tmp_path):
     from dipkit.importers.arrays import parse_source, read_array
@@ -388,13 +403,15 @@ def test_image_tasks(tmp_path):
     noisy = img + 0.05 * rng.standard_normal(img.shape)
     np.save(tmp_path / "noisy.npy", noisy)
     p = import_problem("denoise", image=str(tmp_path / "noisy.npy"))
+    assert p.y.shape == (1, 1, 16, 16) and p.img_shape == (1, 16, 16)
     assert p.meta["noise_sigma"] == pytest.approx(0.05, rel=0.35) and p.meta["noise_sigma_estimated"]
 
     mask = (rng.random(img.shape) > 0.3).astype(float)
     np.savez(tmp_path / "inp.npz", image=img, mask=mask)
     p = import_problem("inpaint", image=f"{tmp_path / 'inp.npz'}:image", mask=f"{tmp_path / 'inp.npz'}:mask",
                        noise_std=0.0)
-    assert torch.allclose(p.physics.A(x), p.y) and p.spec["kind"] == "inpainting-mask"
+    assert p.y.shape == (1, 1, 16, 16) and p.spec["kind"] == "inpainting-mask"
+    assert torch.allclose(p.physics.A(x), p.y)
 
     kernel = np.outer([1, 2, 1], [1, 2, 1]) / 16.0
     np.save(tmp_path / "k.npy", kernel)
@@ -402,7 +419,8 @@ def test_image_tasks(tmp_path):
     np.save(tmp_path / "b.npy", blurred)
     p = import_problem("deblur", image=str(tmp_path / "b.npy"), kernel=str(tmp_path / "k.npy"),
                        ground_truth=str(tmp_path / "noisy.npy"))
-    assert torch.allclose(p.physics.A(x), p.y, atol=1e-6) and p.x_true.shape == (1, 1, 16, 16)
+    assert p.y.shape == p.x_true.shape == (1, 1, 16, 16)
+    assert torch.allclose(p.physics.A(x), p.y, atol=1e-6)
 
     np.save(tmp_path / "lr.npy", img[::2, ::2])
     p = import_problem("superres", image=str(tmp_path / "lr.npy"), factor=2)

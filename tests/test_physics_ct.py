@@ -222,6 +222,11 @@ def test_angle_list_keeps_deepinv_geometry():
     op2 = from_spec(json.loads(json.dumps(op.spec)))
     assert torch.equal(op.A(x), op2.A(x))
     assert "angles" not in parallel_beam(20, 6).spec  # old specs are unchanged
+    # an equispaced list: the angle-weighted FBP is deepinv's pi / (2V) formula
+    equi = parallel_beam(20, angles=np.arange(6) * 30.0, dtype=torch.float64)
+    plain = parallel_beam(20, 6, dtype=torch.float64)
+    y = plain.A(x.double())
+    torch.testing.assert_close(equi.A_dagger(y), plain.A_dagger(y))
     with pytest.raises(DipkitError, match="does not match"):
         parallel_beam(20, 5, angles=angles)
     with pytest.raises(DipkitError, match="does not match"):

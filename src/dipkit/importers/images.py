@@ -86,7 +86,7 @@ def import_image_task(*, task: str, image: str, key: str | None = None, slice_in
         m = read_array(parse_source(mask, "mask"), defaults=("mask",))
         m = (np.squeeze(m) != 0).astype(np.float64) if m.ndim > 3 else (m != 0).astype(np.float64)
         physics = MaskInpaintingOp([c, h, w], m, dtype=dtype)
-        measured = physics.mask.detach().cpu().numpy().astype(bool)
+        measured = physics.mask.detach().cpu().numpy().astype(bool).reshape(c, h, w)
         y_img = y_img * measured
         img_shape = (c, h, w)
         meta = {"missing_fraction": physics.missing_fraction, "mask": mask}
