@@ -345,6 +345,17 @@ def test_fastmri_multicoil_imports_and_reconstructs(fastmri_file, tmp_path, caps
     assert scores["naive"] > 17 and scores["tv"] > scores["naive"]  # measured 20.6 / 24.3 dB
 
 
+def test_fastmri_slice_selection(fastmri_file, tmp_path):
+    d = fastmri_file[0]
+    with h5py.File(d / "file_brain.h5", "r") as f:
+        k = f["kspace"][()]
+    for index, expected in ((None, 1), (0, 0), (-1, 2)):
+        p = import_problem("mri-multicoil", kspace=str(d / "file_brain.h5"), slice_index=index,
+                           estimate_coil_maps=True, scale="none", noise_std=0.0)
+        assert p.meta["source"]["slice"] == expected
+        np.testing.assert_allclose(p.y[0, 0].numpy(), k[expected].real, rtol=0, atol=1e-12)
+
+
 def test_mri_single_coil_numpy_layout_and_mask_inference(tmp_path):
     n = 24
     img = phantom(n)

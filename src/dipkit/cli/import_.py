@@ -17,8 +17,10 @@ from .common import Verb, nonneg_float, positive_int
 __all__ = ["IMPORT"]
 
 #: flags each task takes besides --task, --out and the common ones
+_CT_FLAGS = ("sinogram", "angles", "views", "arc", "geometry", "convention", "image_size")
 _TASK_FLAGS = {
-    "ct": ("sinogram", "angles", "views", "arc", "geometry", "convention", "image_size"),
+    "ct": _CT_FLAGS,
+    "ct-fan": _CT_FLAGS,
     "mri": ("kspace", "mask", "convention"),
     "mri-multicoil": ("kspace", "mask", "coil_maps", "estimate_coil_maps", "convention"),
     "denoise": ("image",),
@@ -26,7 +28,6 @@ _TASK_FLAGS = {
     "deblur": ("image", "kernel"),
     "superres": ("image", "factor", "filter"),
 }
-_TASK_FLAGS["ct-fan"] = _TASK_FLAGS["ct"]
 _COMMON = ("key", "slice_index", "ground_truth", "noise_std", "scale")
 _ALL = sorted({f for flags in _TASK_FLAGS.values() for f in flags})
 
@@ -45,7 +46,7 @@ def add_arguments(s) -> None:
     m.add_argument("--kspace", help="MRI k-space (complex): FILE or FILE:KEY; fastMRI HDF5 works")
     m.add_argument("--image", help="degraded image: PNG/JPEG/TIFF/NPY/DICOM, or FILE:KEY")
     m.add_argument("--key", help="dataset / variable / member name in the measurement file")
-    m.add_argument("--slice", dest="slice_index", type=int, default=None,
+    m.add_argument("--slice", dest="slice_index", type=int, default=None, metavar="I",
                    help="slice of a stacked measurement (first axis; default the middle one)")
     c = s.add_argument_group("CT")
     c.add_argument("--angles", help="view angles: FILE (text, NPY, ...), in the convention's unit")

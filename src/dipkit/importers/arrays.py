@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import DipkitError
 
-__all__ = ["ArraySource", "parse_source", "read_array", "pick_slice", "check_finite"]
+__all__ = ["ArraySource", "parse_source", "read_array", "read_slice", "pick_slice", "check_finite"]
 
 _MAGIC = {
     b"\x93NUMPY": "npy",
@@ -105,7 +105,7 @@ def _item(container: str) -> str:
     return {"HDF5": "dataset", "MAT": "variable", "NPZ": "array"}.get(container, "array")
 
 
-def _hdf5(path: Path, src: ArraySource, defaults, matlab: bool) -> np.ndarray:
+def _hdf5(path: Path, src: ArraySource, defaults, matlab: bool, lazy=None) -> np.ndarray:
     import h5py
 
     with h5py.File(path, "r") as f:
@@ -115,7 +115,15 @@ def _hdf5(path: Path, src: ArraySource, defaults, matlab: bool) -> np.ndarray:
             names = [n for n in names if not n.startswith("#")]
         name = _choose(names, src, defaults, "MAT" if matlab else "HDF5")
         ds = f[name]
-        arr = ds[()]
+        if lazy is not None and not matlab and ds.ndim == lazy[0] + 1:  # read one slice only
+            n = ds.shape[0]
+            i = n // 2 if lazy[1] is None else lazy[1]
+            if not -n <= i < n:
+                raise DipkitError(f"--slice {lazy[1]} is out of range: the {src.what} has {n} slices")
+            lazy[2] = int(i % n)
+            arr = ds[i]
+        else:
+            arr = ds[()]
     if arr.dtype.names:  # compound: complex stored as two fields
         fields = set(arr.dtype.names)
         for re_, im_ in (("real", "imag"), ("r", "i"), ("re", "im")):
@@ -131,7 +139,7 @@ def _hdf5(path: Path, src: ArraySource, defaults, matlab: bool) -> np.ndarray:
     return arr
 
 
-def _load(src: ArraySource, defaults) -> np.ndarray:
+def _load(src: ArraySource, defaults, lazy=None) -> np.ndarray:
     path = src.path
     kind = _kind(path)
     if kind == "npy":
@@ -141,7 +149,7 @@ def _load(src: ArraySource, defaults) -> np.ndarray:
             name = _choose(list(z.files), src, defaults, "NPZ")
             return np.array(z[name])
     if kind in ("hdf5", "mat73"):
-        return _hdf5(path, src, defaults, matlab=kind == "mat73")
+        return _hdf5(path, src, defaults, matlab=kind == "mat73", lazy=lazy)
     if kind == "mat5":
         import scipy.io
 
@@ -158,7 +166,8 @@ def _load(src: ArraySource, defaults) -> np.ndarray:
                       "TIFF, MAT, HDF5 or a text file)")
 
 
-def read_array(src: ArraySource, *, defaults: Iterable[str] = (), complex_ok: bool = False) -> np.ndarray:
+def read_array(src: ArraySource, *, defaults: Iterable[str] = (), complex_ok: bool = False,
+               _lazy=None) -> np.ndarray:
     """The array of ``src`` (see the module docstring), as float64 or complex128; raises
     :class:`DipkitError` for anything unreadable, non-numeric, empty, or NaN/Inf."""
     path = src.path
@@ -171,7 +180,7 @@ def read_array(src: ArraySource, *, defaults: Iterable[str] = (), complex_ok: bo
     if src.key is not None and _kind(path) in ("npy", "tiff", "text"):
         raise DipkitError(f"{path} holds a single array: it takes no key ({src.key!r})")
     try:
-        arr = _load(src, tuple(defaults))
+        arr = _load(src, tuple(defaults), _lazy)
     except DipkitError:
         raise
     except ImportError as exc:
@@ -193,6 +202,20 @@ def read_array(src: ArraySource, *, defaults: Iterable[str] = (), complex_ok: bo
         arr = arr.astype(np.float64)
     check_finite(arr, f"the {src.what} in {src}")
     return arr
+
+
+def read_slice(src: ArraySource, ndim: int, index: int | None, *, defaults: Iterable[str] = (),
+               complex_ok: bool = False, transform=None) -> tuple[np.ndarray, Any]:
+    """:func:`read_array` then :func:`pick_slice`, reading only the slice from an HDF5 dataset of
+    ``ndim + 1`` dimensions (fastMRI files hold every slice of a volume). ``transform`` is applied
+    to the raw array before the slice is picked (e.g. (real, imag) pairs to complex)."""
+    lazy = [ndim, index, None]
+    arr = read_array(src, defaults=defaults, complex_ok=complex_ok, _lazy=lazy)
+    if transform is not None:
+        arr = transform(arr)
+    if lazy[2] is not None:
+        return arr, lazy[2]
+    return pick_slice(arr, ndim, index, src.what)
 
 
 def check_finite(arr: np.ndarray, what: str) -> None:

@@ -86,7 +86,7 @@ import numpy as np
 import torch
 
 from ..errors import DipkitError
-from .arrays import parse_source, pick_slice, read_array
+from .arrays import parse_source, read_array, read_slice
 
 __all__ = ["CONVENTIONS", "Convention", "read_geometry", "import_ct", "GEOMETRY_KEYS"]
 
@@ -258,8 +258,7 @@ def import_ct(*, task: str, sinogram: str, key: str | None = None, slice_index: 
     scale = parse_scale(scale)
 
     src = parse_source(sinogram, "sinogram", key)
-    sino, slice_used = pick_slice(read_array(src, defaults=("sinogram", "sino", "projections", "y")),
-                                  2, slice_index, "sinogram")
+    sino, slice_used = read_slice(src, 2, slice_index, defaults=("sinogram", "sino", "projections", "y"))
     layout = geo.get("sinogram_layout", conv.layout)
     if layout not in ("detectors-views", "views-detectors"):
         raise DipkitError(f"geometry: sinogram_layout must be detectors-views or views-detectors, got {layout!r}")

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from ..errors import DipkitError
-from .arrays import parse_source, pick_slice, read_array
+from .arrays import parse_source, pick_slice, read_array, read_slice
 
 __all__ = ["import_mri", "KSPACE_CONVENTIONS", "to_centred", "calibration_block",
            "kspace_noise_sigma"]
@@ -162,9 +162,9 @@ def import_mri(*, task: str, kspace: str, key: str | None = None, slice_index: i
         raise DipkitError("--coil-maps / --estimate-coil-maps are for --task mri-multicoil")
 
     src = parse_source(kspace, "k-space", key)
-    raw = _complex(read_array(src, defaults=("kspace", "k_space", "kdata", "y"), complex_ok=True),
-                   "k-space")
-    k, slice_used = pick_slice(raw, 3 if multi else 2, slice_index, "k-space")
+    k, slice_used = read_slice(src, 3 if multi else 2, slice_index, complex_ok=True,
+                               defaults=("kspace", "k_space", "kdata", "y"),
+                               transform=lambda a: _complex(a, "k-space"))
     if not multi and k.ndim != 2:
         raise DipkitError(f"single-coil k-space must be [H, W], got {list(k.shape)}")
     k = k if multi else k[None]
