@@ -25,8 +25,9 @@ Coil maps (multi-coil)
 ``--coil-maps FILE`` (``[coils, H, W]`` complex, optional slice axis; stored in the problem as
 given) or ``--estimate-coil-maps``: the low-resolution (sum-of-squares) method
 (:func:`dipkit.physics.mri.lowres_coil_maps`) from the fully sampled centre -- the contiguous run
-of sampled columns around ``W // 2`` (at least 3) times as many central rows in proportion
-``H / W`` -- Hann-windowed, inverse-transformed, divided by the root-sum-of-squares. Not ESPIRiT.
+of sampled columns around ``W // 2`` (at least 3) times four times as many central rows in
+proportion ``H / W`` -- Hann-windowed, inverse-transformed, divided by the root-sum-of-squares.
+Not ESPIRiT.
 
 Noise and scale
 ---------------
@@ -97,7 +98,9 @@ def _mask_2d(m: np.ndarray, h: int, w: int, what: str) -> np.ndarray:
 
 def calibration_block(k: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The fully sampled centre of ``k`` ``[coils, H, W]`` (centred layout): the contiguous run of
-    fully sampled columns around ``W // 2`` times ``round(n_cols H / W)`` central rows."""
+    fully sampled columns around ``W // 2`` times ``round(4 n_cols H / W)`` central rows (measured
+    on 64^2 / 8 coils / 5 columns: the maps' model error falls from 0.20 with an isotropic block to
+    0.10 with 4x the rows, and no further with all rows)."""
     h, w = mask.shape
     full = mask.all(axis=0)
     c = w // 2
@@ -116,7 +119,7 @@ def calibration_block(k: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if ncol < 3:
         raise DipkitError(f"cannot estimate coil maps: only {hi - lo + 1} fully sampled centre "
                           "columns around the k-space centre (at least 3 needed; give --coil-maps)")
-    nrow = max(3, min(h, int(round(ncol * h / w))))
+    nrow = max(3, min(h, int(round(4 * ncol * h / w))))
     r0, c0 = h // 2 - nrow // 2, c - ncol // 2
     return k[:, r0:r0 + nrow, c0:c0 + ncol]
 
