@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-# torch/torchvision are pinned to the releases on this project's machines' disk (plain pip finds them there).
+# torch/torchvision are pinned here, and only here, to the releases on this project's machines' disk
+# (plain pip finds them there); pyproject.toml accepts any torch >= 2.4.
 TORCH_PIN = torch==2.14.1 torchvision==0.29.1
 
 .PHONY: install demo test clean

@@ -21,6 +21,7 @@ __all__ = ["main", "build_parser", "VERBS", "get_verb"]
 #: ``verb -> "module:attribute"`` of its :class:`Verb`, in the order ``dipkit --help`` lists them
 VERBS: dict[str, str] = {
     "simulate": "dipkit.cli.simulate:SIMULATE",
+    "import": "dipkit.cli.import_:IMPORT",
     "reconstruct": "dipkit.cli.reconstruct:RECONSTRUCT",
     "tune": "dipkit.cli.tune:TUNE",
     "bench": "dipkit.cli.bench:BENCH",

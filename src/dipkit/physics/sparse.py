@@ -1,4 +1,4 @@
-r"""Sparse system matrix of deepinv's 2-D CT projector (parallel and fan beam), with a disk cache.
+r"""Sparse system matrix of dipkit's 2-D CT projectors (parallel and fan beam), with a disk cache.
 
 Why our own matrix
 ------------------
@@ -9,41 +9,18 @@ costs ~86 ms for ``A x`` plus its backward at 256^2 / 60 views, most of it spent
 the same sampling positions and bilinear weights at every call. The operator is linear and fixed,
 so we compute those weights **once**, as a sparse matrix ``A``: then ``A x`` is one CSR sparse
 matrix-vector product and ``A^T y`` another one with the stored transpose, 9-13x faster at
-256^2 (``benchmarks/sparse_ct.py``). The matrix reproduces deepinv's projector (same sample
-points, same bilinear weights, same zero padding), so both backends give the same measurements
-to float32 rounding.
+256^2 (``benchmarks/sparse_ct.py``). For deepinv's geometries the matrix reproduces deepinv's
+projector (same sample points, same bilinear weights, same zero padding), so both backends give
+the same measurements to float32 rounding; general geometries (any detector, a centre-of-rotation
+offset, a pixel size) exist only as matrices.
 
-What the matrix is
-------------------
-For view ``v`` and detector cell ``d``, deepinv's projector computes
-
-.. math::
-
-    y[d, v] = \sum_{s=0}^{S-1} \tilde x(r_{dvs}, c_{dvs}),
-    \qquad
-    \tilde x(r, c) = \sum_{i,j} x[i, j]\, \Lambda(r - i)\, \Lambda(c - j),
-    \qquad \Lambda(t) = \max(0, 1 - |t|),
-
-where :math:`\tilde x` is the bilinear interpolant of the image (zero outside it: deepinv zero-pads
-the image and ``grid_sample`` reads zeros outside the padded grid), ``(r, c)`` are the *row* and
-*column* coordinates of the sample points in **image pixel units** (pixel ``(i, j)`` -- row ``i``,
-column ``j`` of the ``N x N`` image -- has its centre at ``(i, j)``; ``align_corners=True``), and
-``S`` is the number of samples per ray. Hence
-
-.. math::
-
-    A[d V + v,\; i N + j] = \sum_s \Lambda(r_{dvs} - i)\, \Lambda(c_{dvs} - j):
-
-rows are ordered like deepinv's sinogram ``[n_det, V]`` flattened (detector-major), columns like
-the image ``[N, N]`` flattened (row-major), so that ``A @ x.reshape(-1) == y.reshape(-1)``. Each
-sample point contributes its four bilinear weights; duplicates (a pixel met by several samples of
-one ray) are summed. The sample points are given by :func:`sample_points` (which documents the
-geometry); the bilinear scattering by :func:`build_matrix`.
-
-Numerical agreement: sample points are computed in float64 from the view angles' ``cos``/``sin``
-and the ``linspace`` grids rounded to the operator dtype exactly as deepinv rounds them (deepinv
-then works in float32 throughout), entries are summed in float64 and rounded once to the operator
-dtype, so ``A x`` agrees with deepinv's to float32 rounding (relative error ~1e-6).
+The geometry, its sample points (:func:`sample_points`, the hook for new geometries) and the
+construction of the matrix (:func:`build_matrix`) live in :mod:`dipkit.physics.raygeom` and are
+re-exported here. Numerical agreement with deepinv: sample points are computed in float64 from the
+view angles' ``cos``/``sin`` and the ``linspace`` grids rounded to the operator dtype exactly as
+deepinv rounds them (deepinv then works in float32 throughout), entries are summed in float64 and
+rounded once to the operator dtype, so ``A x`` agrees with deepinv's to float32 rounding
+(relative error ~1e-6).
 
 Storage: CSR with int32 row offsets and column indices and values in the operator dtype,
 about ``2.3 N^2 V`` entries (8 bytes each in float32) for ``A`` and as many for ``A^T``
@@ -54,8 +31,9 @@ Cache
 Building the matrix is vectorised (numpy + scipy; ~3 s at 256^2 / 60 views, 0.8 s at 128^2,
 0.3 s at 64^2 on a 2-core CPU), and the result is also saved once per geometry under
 :func:`cache_dir` (``$DIPKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/dipkit``, else
-``~/.cache/dipkit``), sub-folder ``ct-matrix``, in an ``.npz`` file named by a hash of the full geometry (:meth:`RayGeometry.key`: kind, image size, angles,
-detector parameters, dtype, :data:`FORMAT_VERSION`, deepinv's version). Files are written
+``~/.cache/dipkit``), sub-folder ``ct-matrix``, in an ``.npz`` file named by a hash of the full
+geometry (:meth:`RayGeometry.key`: kind, image size, angles, detector parameters, dtype,
+:data:`FORMAT_VERSION`, deepinv's version). Files are written
 atomically and verified on load (stored key, shapes, index ranges, a checksum of the arrays);
 anything wrong -- truncated, corrupt, another geometry's file -- is rebuilt and overwritten, never
 trusted and never an error. Loading uses ``numpy.load(allow_pickle=False)``. An unwritable cache
@@ -65,10 +43,7 @@ Within one process, operators with the same geometry share the matrices (weak re
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
-import math
 import os
 import threading
 import time
@@ -76,12 +51,22 @@ import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from ..errors import DipkitError
+from .raygeom import (  # noqa: F401  (re-exported: the public names of the sparse backend)
+    FORMAT_VERSION,
+    RayGeometry,
+    deepinv_axis,
+    n_steps,
+    pad_before,
+    padded_size,
+    ray_weights,
+    sample_points,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -92,7 +77,9 @@ __all__ = [
     "clear_memory_cache",
     "padded_size",
     "pad_before",
+    "deepinv_axis",
     "sample_points",
+    "ray_weights",
     "build_matrix",
     "system_matrix",
     "cache_dir",
@@ -102,235 +89,9 @@ __all__ = [
     "apply_matrix",
 ]
 
-#: Version of the matrix construction and of the cache file layout; bump it whenever either
-#: changes, so that old cache files are ignored (they then have another name).
-FORMAT_VERSION = 1
 
 #: Largest number of stored entries the int32 indices allow.
 MAX_NNZ = 2**31 - 1
-
-_KINDS = ("parallel", "fan")
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-# deepinv computes sqrt(2) N in float32 (``SQRT2 = (2 * torch.ones(1)).sqrt()``); mirror it.
-_SQRT2 = (2 * torch.ones(1)).sqrt()
-
-
-def padded_size(n: int) -> int:
-    """Width ``W = ceil(sqrt(2) N)`` of deepinv's sampling grid (``Radon._create_grids``, float32
-    arithmetic as there); also the number of parallel-beam detector cells."""
-    return int((_SQRT2 * n).ceil())
-
-
-def _padding(n: int) -> tuple[int, int]:
-    """``(padded image width, padding before)`` exactly as ``Radon.forward`` pads the image."""
-    pad = int((_SQRT2 * n - n).ceil())
-    new_center = (n + pad) // 2
-    return n + pad, new_center - n // 2
-
-
-def pad_before(n: int) -> int:
-    """Offset of the image inside deepinv's zero-padded image (``Radon.forward``)."""
-    return _padding(n)[1]
-
-
-def _dtype_name(dtype: Any) -> str:
-    for name, dt in _DTYPES.items():
-        if dtype == dt or dtype == name:
-            return name
-    raise DipkitError(f"sparse CT matrix: dtype must be float32 or float64, got {dtype!r}")
-
-
-@dataclass(frozen=True)
-class RayGeometry:
-    """Everything the system matrix depends on (lengths in image pixels, angles in degrees).
-
-    * ``kind``: ``"parallel"`` or ``"fan"``;
-    * ``img_size``: ``N`` (the image is ``N x N``);
-    * ``angles``: the view angles in degrees, any list (not necessarily equispaced or sorted),
-      as the operator holds them (deepinv converts them to radians in ``dtype``);
-    * ``n_detector_pixels``: number of detector cells (parallel beam: always
-      :func:`padded_size` ``(N)``, as in deepinv);
-    * fan beam only: ``source_radius``, ``detector_radius``, ``detector_spacing`` and
-      ``pixel_spacing`` -- the ``fan_parameters`` handed to deepinv (see
-      :class:`dipkit.physics.ct.FanBeamCT`);
-    * ``dtype``: ``"float32"`` or ``"float64"``, the operator's dtype (that of the matrix values,
-      and the precision in which deepinv rounds the angles' ``cos``/``sin``).
-
-    Build it with :meth:`parallel` or :meth:`fan`; they validate the numbers.
-    """
-
-    kind: str
-    img_size: int
-    angles: tuple[float, ...]
-    n_detector_pixels: int
-    source_radius: float | None = None
-    detector_radius: float | None = None
-    detector_spacing: float | None = None
-    pixel_spacing: float | None = None
-    dtype: str = "float32"
-
-    # -- constructors ---------------------------------------------------------------------------
-    @staticmethod
-    def _angles(angles: Any) -> tuple[float, ...]:
-        if isinstance(angles, torch.Tensor):
-            vals = angles.detach().to("cpu", torch.float64).reshape(-1).tolist()
-        else:
-            try:
-                vals = [float(a) for a in angles]
-            except (TypeError, ValueError):
-                raise DipkitError(f"CT angles must be a list of numbers, got {angles!r}") from None
-        if not vals:
-            raise DipkitError("CT angles: at least one view angle is needed")
-        if not all(math.isfinite(a) for a in vals):
-            raise DipkitError("CT angles must be finite numbers")
-        return tuple(vals)
-
-    @staticmethod
-    def _size(n: Any) -> int:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-            raise DipkitError(f"CT img_size must be an integer >= 2, got {n!r}")
-        return n
-
-    @classmethod
-    def parallel(cls, img_size: int, angles: Iterable[float] | torch.Tensor, *,
-                 dtype: Any = torch.float32) -> "RayGeometry":
-        """Parallel beam, deepinv's ``Radon(circle=False)`` geometry."""
-        n = cls._size(img_size)
-        return cls(kind="parallel", img_size=n, angles=cls._angles(angles),
-                   n_detector_pixels=padded_size(n), dtype=_dtype_name(dtype))
-
-    @classmethod
-    def fan(cls, img_size: int, angles: Iterable[float] | torch.Tensor, *, source_radius: float,
-            detector_radius: float, detector_spacing: float, n_detector_pixels: int,
-            pixel_spacing: float, dtype: Any = torch.float32) -> "RayGeometry":
-        """Fan beam with a flat detector, deepinv's ``fan_beam_grid`` geometry (its
-        ``fan_parameters``; lengths in the units where deepinv's ``pixel_spacing`` is given)."""
-        n = cls._size(img_size)
-        vals = {}
-        for key, val in (("source_radius", source_radius), ("detector_radius", detector_radius),
-                         ("detector_spacing", detector_spacing), ("pixel_spacing", pixel_spacing)):
-            if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
-                raise DipkitError(f"fan-beam {key} must be a finite number, got {val!r}")
-            vals[key] = float(val)
-        nd = n_detector_pixels
-        if isinstance(nd, bool) or not isinstance(nd, int) or nd < 2:
-            raise DipkitError(f"fan-beam n_detector_pixels must be an integer >= 2, got {nd!r}")
-        if not (vals["pixel_spacing"] > 0 and vals["detector_spacing"] > 0):
-            raise DipkitError("fan-beam pixel_spacing and detector_spacing must be positive")
-        if not vals["source_radius"] + vals["detector_radius"] > 0 or vals["source_radius"] <= 0:
-            raise DipkitError("fan-beam source_radius must be positive and the detector must lie "
-                              "beyond the source (source_radius + detector_radius > 0)")
-        return cls(kind="fan", img_size=n, angles=cls._angles(angles), n_detector_pixels=nd,
-                   dtype=_dtype_name(dtype), **vals)
-
-    # -- derived numbers ------------------------------------------------------------------------
-    @property
-    def n_views(self) -> int:
-        return len(self.angles)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """Matrix shape ``(n_detector_pixels * views, N * N)``."""
-        return (self.n_detector_pixels * self.n_views, self.img_size * self.img_size)
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return _DTYPES[self.dtype]
-
-    def key(self) -> dict[str, Any]:
-        """The full cache key: every field, :data:`FORMAT_VERSION` and deepinv's version."""
-        import deepinv
-
-        return {"format": FORMAT_VERSION, "deepinv": str(deepinv.__version__),
-                **dataclasses.asdict(self)}
-
-    def key_json(self) -> str:
-        return json.dumps(self.key(), sort_keys=True, separators=(",", ":"))
-
-    def digest(self) -> str:
-        """SHA-256 (hex) of :meth:`key_json`."""
-        return hashlib.sha256(self.key_json().encode()).hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# sample points
-# ---------------------------------------------------------------------------------------------
-def _cos_sin(angles_deg: Iterable[float], dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """``cos``/``sin`` of the view angles rounded exactly as deepinv rounds them: one scalar at a
-    time (as in ``Radon._create_grids``), ``deg2rad(x) = x * 4 * atan(1) / 180`` in ``dtype``."""
-    one_atan = torch.ones(1, dtype=dtype).atan()
-    cos, sin = [], []
-    for a in angles_deg:
-        theta = torch.tensor(a, dtype=torch.float64).to(dtype) * 4 * one_atan / 180
-        cos.append(float(theta.cos()))
-        sin.append(float(theta.sin()))
-    return np.array(cos), np.array(sin)
-
-
-def sample_points(geom: RayGeometry, views: Iterable[int] | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    r"""Sample points of deepinv's projector, as ``(rows, cols)`` in image pixel coordinates.
-
-    Returns two float64 arrays of shape ``[n_det, len(views), S]``: for detector cell ``d``,
-    view ``views[k]`` and step ``s`` along the ray, the point ``(rows[d, k, s], cols[d, k, s])``
-    where pixel ``(i, j)`` of the ``N x N`` image has its centre at ``(i, j)``. deepinv's
-    measurement is the sum over ``s`` of the bilinear interpolant of the image (zero outside it)
-    at these points (weight 1 per sample). ``views`` (indices into ``geom.angles``; default all)
-    lets callers process the views in chunks.
-
-    Conventions (mirroring ``deepinv.physics.functional.radon``): ``W = ceil(sqrt(2) N)`` is the
-    sampling grid width; ``u_k = linspace(-1, 1, W)[k]`` the normalised grid coordinates
-    (``align_corners=True``: ``-1`` and ``1`` are the centres of the outer pixels of the padded
-    image); a normalised point ``(g_x, g_y)`` (``g_x`` along columns) is the image pixel
-    ``col = (g_x + 1) / 2 (W_p - 1) - p_b``, ``row = (g_y + 1) / 2 (W_p - 1) - p_b`` with
-    ``W_p`` the padded image width and ``p_b`` the padding before the image. With
-    ``c = cos theta``, ``s = sin theta`` (``theta`` the view angle):
-
-    * parallel beam (``affine_grid`` of the rotation): the ray of detector ``d`` is the grid
-      column ``X = u_d``; its samples run along ``Y = u_s``, ``s = 0..W-1``; then
-      ``g_x = c X + s Y``, ``g_y = -s X + c Y``. At ``theta = 0`` rays run down the image
-      columns and detector cells are ordered by column index.
-    * fan beam (``fan_beam_grid``): lengths are scaled to normalised units by
-      ``2 / (W pixel_spacing)``; with ``R_s``, ``R_d``, ``delta`` the scaled source radius,
-      detector radius and detector spacing and ``L = delta (n_det - 1)`` the detector length,
-      sample ``s`` of the ray to detector ``d`` is ``X = u_s`` (``s = 0..W-1``, the source at
-      ``X = -R_s``, the flat detector at ``X = R_d``) and ``Y = v_d L/2 (X + R_s) / (R_s + R_d)``
-      with ``v_d = linspace(-1, 1, n_det)[d]``; then the same rotation.
-
-    To add a geometry (detector offsets, a shifted centre of rotation, ...), add a branch here
-    that returns the new points; :func:`build_matrix` turns any points into the matrix.
-    """
-    dt = geom.torch_dtype
-    n = geom.img_size
-    nd = geom.n_detector_pixels
-    w = padded_size(n)
-    wp, pb = _padding(n)
-    idx = list(range(geom.n_views)) if views is None else [int(v) for v in views]
-    cos, sin = _cos_sin([geom.angles[v] for v in idx], dt)
-    c = cos.reshape(1, -1, 1)
-    s = sin.reshape(1, -1, 1)
-    u = torch.linspace(-1, 1, w, dtype=dt).double().numpy()  # affine_grid's base coordinates
-    if geom.kind == "parallel":
-        x = u.reshape(-1, 1, 1)  # [n_det = W, 1, 1]: the detector coordinate
-        y = u.reshape(1, 1, -1)  # [1, 1, S = W]: along the ray
-    elif geom.kind == "fan":
-        scale = 2.0 / (w * geom.pixel_spacing)  # same Python-float arithmetic as fan_beam_grid
-        rs = geom.source_radius * scale
-        rd = geom.detector_radius * scale
-        ds = geom.detector_spacing * scale
-        length = ds * (nd - 1)
-        v = torch.linspace(-1, 1, nd, dtype=dt).double().numpy()
-        x = u.reshape(1, 1, -1)  # along the central ray
-        y = v.reshape(-1, 1, 1) * (0.5 * length * (u + rs) / (rs + rd)).reshape(1, 1, -1)
-    else:  # pragma: no cover - RayGeometry validates the kind
-        raise DipkitError(f"unknown CT geometry {geom.kind!r}")
-    gx = c * x + s * y
-    gy = -s * x + c * y
-    half = 0.5 * (wp - 1)
-    cols = (gx + 1.0) * half - pb
-    rows = (gy + 1.0) * half - pb
-    return rows, cols  # both [n_det, len(views), W]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,11 +107,14 @@ def _bilinear_chunk(geom: RayGeometry, views: range):
     nd, k, s = rows.shape
     r = rows.reshape(-1)
     c = cols.reshape(-1)
-    # samples with at least one of their four neighbours inside the image
+    # samples with at least one of their four neighbours inside the image (NaN: skipped)
     keep = np.flatnonzero((r > -1.0) & (r < n) & (c > -1.0) & (c < n))
     r, c = r[keep], c[keep]
     ray = keep // s  # = d * k + (view - views.start)
-    ray = (ray // k) * nv + (ray % k) + views.start  # sinogram row d * V + view
+    det = ray // k
+    ray = det * nv + (ray % k) + views.start  # sinogram row d * V + view
+    rw = ray_weights(geom)
+    scale = None if rw is None else rw[det]
     r0 = np.floor(r)
     c0 = np.floor(c)
     fr = r - r0
@@ -367,7 +131,7 @@ def _bilinear_chunk(geom: RayGeometry, views: range):
             ok = okr & (cc >= 0) & (cc < n) & (wgt > 0)
             out_r.append(ray[ok])
             out_c.append(rr[ok] * n + cc[ok])
-            out_w.append(wgt[ok])
+            out_w.append(wgt[ok] if scale is None else wgt[ok] * scale[ok])
     m = sp.coo_matrix((np.concatenate(out_w), (np.concatenate(out_r), np.concatenate(out_c))),
                       shape=geom.shape).tocsr()  # tocsr sums the duplicates
     m = m.tocoo()
@@ -390,7 +154,7 @@ def build_matrix(geom: RayGeometry):
     points, bounding the temporaries to ~0.3 GB)."""
     import scipy.sparse as sp
 
-    n_pts = geom.n_detector_pixels * padded_size(geom.img_size)
+    n_pts = geom.n_detector_pixels * n_steps(geom)
     chunk = max(1, (1 << 21) // max(1, n_pts))
     parts = [_bilinear_chunk(geom, range(v0, min(geom.n_views, v0 + chunk)))
              for v0 in range(0, geom.n_views, chunk)]
