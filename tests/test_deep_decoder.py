@@ -70,7 +70,8 @@ def test_output_shape_any_size(name, size, seed):
 
 def test_sizes_halve_and_geometric_seed():
     net = DeepDecoder(1, 1, channels=2, layers=6)
-    assert net.sizes(501, 64) == [(16, 2), (32, 4), (63, 8), (126, 16), (251, 32), (501, 64)]
+    assert net.sizes(501, 64) == [(16, 4), (32, 4), (63, 8), (126, 16), (251, 32), (501, 64)]
+    assert net.sizes(32, 3) == [(4, 3), (4, 3), (4, 3), (8, 3), (16, 3), (32, 3)]   # a seed side ≥ min(4, side)
     geo = DeepDecoder(1, 1, channels=2, layers=4, seed_size=8)
     hs = [h for h, _ in geo.sizes(64, 64)]
     assert hs == [8, 16, 32, 64]

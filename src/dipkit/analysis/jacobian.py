@@ -52,8 +52,8 @@ from torch.func import functional_call, jvp, vjp
 
 from ..errors import DipkitError
 
-__all__ = ["JacobianOperator", "JacobianSpectrum", "jacobian_svd", "lanczos_svd", "quiet_forward_ad",
-           "randomized_svd"]
+__all__ = ["JacobianOperator", "JacobianSpectrum", "jacobian_svd", "lanczos_svd", "network_at_init",
+           "quiet_forward_ad", "randomized_svd"]
 
 
 def quiet_forward_ad() -> None:
@@ -257,6 +257,24 @@ def randomized_svd(op, k: int, *, oversample: int = 10, power_iters: int = 2,
     # J^T u_i = σ_i v_i holds by construction; the error is in J v_i = σ_i u_i
     res = torch.stack([(op.matvec(right[i]) - S[i] * left[i]).norm() for i in range(kk)])
     return S[:kk], left, right, res, ell * (2 + 2 * int(power_iters))
+
+
+def network_at_init(problem, cfg, device="cpu"):
+    """The network and input of a run of ``cfg`` (a :class:`~dipkit.config.RunConfig`: ``net``, ``input``,
+    ``seed``) on ``problem``, at initialisation, built exactly as ``dipkit reconstruct`` builds them
+    (:func:`dipkit.runner.build_state`). Returns ``(net, z, resolved_cfg)``; ``problem`` is moved to
+    ``device``."""
+    from ..runner import build_state, resolve_config
+
+    method = cfg.validate()
+    if not method.uses_network:
+        raise DipkitError(f"method {cfg.method!r} has no network to analyse")
+    device = torch.device(device)
+    problem = problem.to(device)
+    resolved = resolve_config(cfg, method, problem)
+    resolved.iterations, resolved.ensemble = 1, 1
+    state = build_state(method, problem, resolved, device)
+    return state.net, state.z, resolved
 
 
 def jacobian_svd(net: torch.nn.Module, z: torch.Tensor, k: int = 16, *, physics=None, method: str = "lanczos",

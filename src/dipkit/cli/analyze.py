@@ -43,13 +43,13 @@ def add_arguments(a) -> None:
 
 
 def _jacobian(args) -> int:
-    from ..analysis.jacobian import jacobian_svd
+    from ..analysis.jacobian import jacobian_svd, network_at_init
     from ..analysis.plots import save_image_grid, save_spectrum_plot
     from ..config import RunConfig, parse_overrides
     from ..io.write import save_json, save_npy, save_text
     from ..nets import NETS, count_parameters
     from ..problem import Problem
-    from ..runner import build_state, resolve_config, resolve_device
+    from ..runner import resolve_device
 
     cfg = RunConfig(method="dip", iterations=1, seed=int(args.seed), device=args.device)
     if args.net:
@@ -61,13 +61,11 @@ def _jacobian(args) -> int:
             raise DipkitError(f"--set {key}: analyze jacobian takes only net.* and input.* settings")
         cfg.set(key, value)
     NETS[cfg.net.name]
-    method = cfg.validate()
+    cfg.validate()
     problem = Problem.load(args.problem)
     device = resolve_device(cfg.device)
     problem = problem.to(device)
-    resolved = resolve_config(cfg, method, problem)
-    state = build_state(method, problem, resolved, device)
-    net, z = state.net, state.z
+    net, z, resolved = network_at_init(problem, cfg, device)
     spec = jacobian_svd(net, z, args.k, physics=problem.physics if args.with_operator else None,
                         method=args.algorithm, iters=args.iters, seed=int(args.seed))
 

@@ -11,9 +11,13 @@ A deep decoder with :math:`d` layers of :math:`k` channels maps a small fixed *s
 
 * :math:`U_i` — fixed (not learned) upsampling, bilinear by default, from size :math:`s_i` to
   :math:`s_{i+1}`; the last layer has no upsampling (:math:`U_{d-1} = I`). The sizes halve from the
-  image size: :math:`s_{d-1} = (H, W)`, :math:`s_{i} = \lceil s_{i+1}/2 \rceil`, so the seed is
-  :math:`s_0 = \lceil (H, W) / 2^{d-1} \rceil` and **any** ``H × W ≥ 1`` (odd sizes included) gives an
-  output of exactly that size. With ``seed_size=s`` the sizes instead grow geometrically from an
+  image size, :math:`s_{d-1} = (H, W)`, :math:`s_{i} = \max(\lceil s_{i+1}/2 \rceil, 4)`, so the seed is
+  :math:`s_0 = \max(\lceil (H, W) / 2^{d-1} \rceil, 4)` per side (a layer whose size does not change
+  skips its upsampling) and **any** ``H × W ≥ 1`` (odd sizes included; sides below 4 keep their size)
+  gives an output of exactly that size. The floor of 4 matters for small images: a 1×1 seed makes
+  every map spatially constant (the output is a constant image) and channel normalisation of maps of
+  (near) zero variance blows the Jacobian up (σ_1(J) ≈ 3·10⁸ for the 6-layer preset at 32² without
+  it; ≈ 2.6·10³ at 64²). With ``seed_size=s`` the sizes instead grow geometrically from an
   ``s × s`` seed to ``H × W`` (the ConvDecoder's ``in_size``).
 * :math:`C_i` — ``kernel_size × kernel_size`` convolutions :math:`k \to k` without bias: 1×1
   (point-wise, only mixing channels: the **deep decoder**) or 3×3 (the **ConvDecoder**). A 1×1
@@ -124,10 +128,14 @@ def _integer(name: str, value) -> int:
     return int(value)
 
 
+#: the smallest seed side of the halving chain (or the image side, when smaller)
+MIN_SEED = 4
+
+
 def _halving_sizes(size: int, layers: int) -> list[int]:
-    sizes = [int(size)]
+    sizes, floor = [int(size)], min(MIN_SEED, int(size))
     for _ in range(layers - 1):
-        sizes.append(max(1, math.ceil(sizes[-1] / 2)))
+        sizes.append(max(floor, math.ceil(sizes[-1] / 2)))
     return sizes[::-1]
 
 
