@@ -158,6 +158,15 @@ def test_ensemble_members_are_separate_runs(ct_problem, tiny_cfg):
         assert torch.allclose(both.estimate[b], one.estimate[0], atol=1e-5)
 
 
+def test_bf16_is_refused_with_one_line(ct_problem, tiny_cfg):
+    from dipkit.runner import reconstruct
+
+    cfg = tiny_cfg("linearised-dip", iterations=2)
+    cfg.precision = "bf16"
+    with pytest.raises(DipkitError, match="full precision"):
+        reconstruct(ct_problem, cfg, quiet=True)
+
+
 @pytest.mark.parametrize("params, message", [
     (dict(optimizer="sgd"), "optimizer must be"),
     (dict(step=0), "step must be a positive"),

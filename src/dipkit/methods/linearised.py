@@ -28,17 +28,17 @@ preset's) on the same linear model — not covered by the theory, but the practi
 vanilla DIP, whose first iterate it reproduces exactly (the gradients agree at :math:`\theta^{(0)}`).
 
 :math:`\theta^{(0)}` (and τ) live in ``state.aux`` (``theta0/<name>``, ``linearised_tau``), so a run is
-checkpointed and resumed with them.
+checkpointed and resumed with them. The model runs in full precision (``precision=bf16`` is refused:
+torch's forward-mode AD does not run under autocast).
 """
 
 from __future__ import annotations
-
-import contextlib
 
 import torch
 from torch.func import functional_call, jvp, vjp
 
 from ..analysis.jacobian import quiet_forward_ad
+from ..errors import DipkitError
 from ..inputs import perturb
 from .base import Method, count, positive
 from .registry import register
@@ -89,12 +89,6 @@ class LinearisedDIP(Method):
     def _theta0(state, names) -> dict[str, torch.Tensor]:
         return {n: state.aux[_PREFIX + n] for n in names}
 
-    @staticmethod
-    def _precision(state):
-        if state.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=state.device.type, dtype=state.autocast_dtype)
-
     def linear_output(self, state, z: torch.Tensor) -> torch.Tensor:
         r""":math:`f_{\theta_0}(z) + J(\theta - \theta_0)` at the current θ (differentiable in θ)."""
         names = self._names(state)
@@ -105,12 +99,14 @@ class LinearisedDIP(Method):
         def f(p):
             return functional_call(state.net, p, (z,))
 
-        with self._precision(state):
-            out0, tangent = jvp(f, (theta0,), (delta,))
-        return (out0 + tangent).to(state.y.dtype)
+        out0, tangent = jvp(f, (theta0,), (delta,))
+        return out0 + tangent
 
     # ------------------------------------------------------------------ hooks
     def setup(self, state, resuming: bool = False) -> None:
+        if state.autocast_dtype is not None:
+            raise DipkitError("linearised-dip runs in full precision (torch's forward-mode AD does not run "
+                              "under autocast); use precision=fp32")
         quiet_forward_ad()
         names = self._names(state)
         params = dict(state.net.named_parameters())
