@@ -72,7 +72,7 @@ def save_image_grid(path: str | Path, rows: list[list[tuple[str, np.ndarray, boo
     import matplotlib.pyplot as plt
 
     ncol = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), ncol, figsize=(size * ncol, size * len(rows) + (0.3 if title else 0)),
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(size * ncol, (size + 0.3) * len(rows) + (0.3 if title else 0)),
                              squeeze=False)
     for i, row in enumerate(rows):
         for j in range(ncol):

@@ -90,8 +90,9 @@ NETS.register(NetPreset(
 NETS.register(NetPreset(
     "dipkit.nets.deep_decoder:DeepDecoder",
     dict(),
-    "Heckel & Hand 2019 deep decoder (under-parametrised): 6 layers x 64 channels of 1x1 convs, "
-    "bilinear upsampling of a fixed random seed, ReLU, channel norm (25k parameters; params=N to size it)",
+    "Heckel & Hand 2019 deep decoder: 6 layers x 64 channels of 1x1 convs, bilinear upsampling of a "
+    "fixed random seed, ReLU, channel norm; 25k parameters, under-parametrised above ~160^2 pixels "
+    "(params=N sizes it)",
     lr=1e-2,
 ), name="deep-decoder")
 NETS.register(NetPreset(
