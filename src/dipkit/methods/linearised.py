@@ -28,7 +28,14 @@ preset's) on the same linear model — not covered by the theory, but the practi
 vanilla DIP, whose first iterate it reproduces exactly (the gradients agree at :math:`\theta^{(0)}`).
 
 :math:`\theta^{(0)}` (and τ) live in ``state.aux`` (``theta0/<name>``, ``linearised_tau``), so a run is
-checkpointed and resumed with them. The model runs in full precision (``precision=bf16`` is refused:
+checkpointed and resumed with them.
+
+Measured (64² CT ``shepp-logan``, 30 views, 2 % noise, ``unet``, FBP input, 3000 steps, seed 0): GD
+(step 1) reaches 17.1 dB and is still rising slowly, Adam (lr 1e-3) peaks at 17.7 dB, against 29.4 dB
+for vanilla DIP with the same network, input and Adam step — the trained U-Net leaves the linear regime
+early, as the CT paper (§3.3) notes for Adam-trained DIPs. A step costs about twice a DIP step.
+
+The model runs in full precision (``precision=bf16`` is refused:
 torch's forward-mode AD does not run under autocast).
 """
 
