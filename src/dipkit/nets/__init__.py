@@ -4,7 +4,7 @@
 >>> net = build_net("unet", in_channels=1, out_channels=1)            # CPU default
 >>> net = build_net("unet-paper", 1, 1, skip_levels=(0, 1, 2))        # override a preset
 >>> sorted(list_nets())
-['skip', 'skip-small', 'unet', 'unet-paper']
+['convdecoder', 'deep-decoder', 'skip', 'skip-small', 'unet', 'unet-paper']
 
 All networks take ``(B, C_in, H, W)`` with any ``H, W >= 1`` and return
 ``(B, C_out, H, W)``; the B samples are processed independently.
@@ -87,6 +87,21 @@ NETS.register(NetPreset(
     "cheaper DIP skip net for CPUs: 5 levels x [16,32,64,128,128] channels "
     "(the defaults of skip() in the DIP repository), 4-channel skips",
 ), name="skip-small")
+NETS.register(NetPreset(
+    "dipkit.nets.deep_decoder:DeepDecoder",
+    dict(),
+    "Heckel & Hand 2019 deep decoder: 6 layers x 64 channels of 1x1 convs, bilinear upsampling of a "
+    "fixed random seed, ReLU, channel norm; 25k parameters, under-parametrised above ~160^2 pixels "
+    "(params=N sizes it)",
+    lr=1e-2,
+), name="deep-decoder")
+NETS.register(NetPreset(
+    "dipkit.nets.deep_decoder:ConvDecoder",
+    dict(),
+    "Darestani & Heckel 2021 ConvDecoder: deep decoder with 3x3 convs and nearest upsampling, "
+    "5 layers x 32 channels (46k parameters; params=N to size it)",
+    lr=1e-2,
+), name="convdecoder")
 
 
 def list_nets() -> dict[str, str]:
