@@ -14,6 +14,8 @@ TINY = {
     "unet-paper": dict(channels=4),
     "skip": dict(num_channels_down=4, num_channels_skip=2),
     "skip-small": dict(num_channels_down=[4, 4, 8, 8, 8], num_channels_skip=2),
+    "deep-decoder": dict(channels=8, layers=3),
+    "convdecoder": dict(channels=4, layers=3),
 }
 SIZES = [(31, 31), (32, 32), (17, 23), (1, 1), (2, 5)]
 
@@ -29,7 +31,7 @@ def _one_thread():
 
 def test_registry_lists_all_presets():
     names = list_nets()
-    assert set(names) == {"unet", "unet-paper", "skip", "skip-small"} == set(NETS)
+    assert set(names) == {"unet", "unet-paper", "skip", "skip-small", "deep-decoder", "convdecoder"} == set(NETS)
     assert all(isinstance(d, str) and d for d in names.values())
     assert set(TINY) == set(NETS)
 

@@ -89,15 +89,15 @@ def _naive(kind, physics, y, img_shape) -> torch.Tensor:
         x = _magnitude_as_complex(physics.A_adjoint(y))
     elif kind == "denoising":
         x = y.clone()
-    elif kind == "inpainting":
+    elif kind in ("inpainting", "inpainting-mask"):
         x = physics.A_adjoint(y)
-    elif kind == "blur":
+    elif kind in ("blur", "blur-kernel"):
         x = physics.A_adjoint(y)
     elif kind == "downsampling":
         x = bicubic_upsample(physics, y, (h, w))
     else:
         raise DipkitError(f"naive: no direct reconstruction for operator kind {kind!r} "
-                          "(known: ct, mri, mri-multicoil, denoising, inpainting, blur, downsampling)")
+                          "(known: ct, mri, mri-multicoil, denoising, inpainting(-mask), blur(-kernel), downsampling)")
     if tuple(x.shape[1:]) != (c, h, w):
         raise DipkitError(f"naive: reconstruction of shape {tuple(x.shape)} does not match the image "
                           f"shape {(c, h, w)} of the problem")
