@@ -40,6 +40,7 @@ def tiny_cfg():
 
     def make(method="dip", iterations=30, **params):
         cfg = RunConfig(method=method, iterations=iterations, device="cpu", log_every=5)
+        cfg.early_stop.rule = None  # tests name their stopping rules (the default is 'auto' = val)
         cfg.net.options.update(TINY_NET)
         cfg.params.update(params)
         return cfg

@@ -119,7 +119,7 @@ CASES = {
     "dip-ema-wmv": ("dip", {"ema": 0.9, "lr": 1e-2}, {"early_stop.rule": "wmv:record", "early_stop.window": 4,
                                                        "input.perturb": 0.05}),
     # WMV stopping the run (its window, g_min, k_min carried over the interruption)
-    "wmv-stop": ("dip", {"lr": 1e-2}, {"early_stop.rule": "wmv", "early_stop.window": 3, "early_stop.patience": 8,
+    "wmv-stop": ("dip", {"lr": 1e-2, "ema": None}, {"early_stop.rule": "wmv", "early_stop.window": 3, "early_stop.patience": 8,
                                        "early_stop.delta": 1.0}),
     # z optimised (a leaf in the optimiser), outer EMA, uniform noise per step
     "self-guided": ("self-guided", {"lr": 1e-2, "n_eta": 2}, {"input.kind": "noise"}),
@@ -172,7 +172,7 @@ def test_val_rule_with_refit_resumes_in_either_phase(ct_problem, tiny_cfg, tmp_p
     from dipkit.runner import reconstruct
 
     def cfg():
-        return _cfg(tiny_cfg, "dip", {"lr": 1e-2}, {"early_stop.rule": "val", "early_stop.patience": 3,
+        return _cfg(tiny_cfg, "dip", {"lr": 1e-2, "ema": None}, {"early_stop.rule": "val", "early_stop.patience": 3,
                                                     "validation.refit": True}, iterations=40)
 
     ref = reconstruct(ct_problem, cfg(), tmp_path / "ref", quiet=True)

@@ -159,7 +159,7 @@ def test_val_run_records_pick_history_and_resolved_config(ct_problem, tiny_cfg, 
     import yaml
 
     conf = yaml.safe_load(conf)
-    assert conf["input"]["kind"] == "fbp" and conf["params"]["lr"] == 1e-3 and conf["iterations"] == 30
+    assert conf["input"]["kind"] == "fbp" and conf["params"]["lr"] == 3e-3 and conf["iterations"] == 30
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["request"]["input"]["kind"] == "auto" and metrics["request"]["params"] == {}
 

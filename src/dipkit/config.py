@@ -85,7 +85,7 @@ class InputConfig:
 
 @dataclass
 class EarlyStopConfig:
-    rule: str | None = None  # "wmv", "val", "wmv:record", "val,wmv:record", … (dipkit.stopping)
+    rule: str | None = "auto"  # auto (val for network methods), "wmv", "val", "val,wmv:record", … (dipkit.stopping)
     window: int = 100
     patience: int = 1000
     delta: float = 0.99

@@ -14,8 +14,11 @@ informative ones (an FBP or another classical reconstruction). Each kind here re
   normalised, so the raw back-projection can be thousands of times larger than the image).
 
 ``auto`` (the default of a run's ``input.kind``) is resolved per task by
-:func:`resolve_input_kind`: the direct reconstruction (``fbp``) for CT and MRI, where it is an
-informative image, and ``noise`` for the image-restoration tasks (see :data:`AUTO_INPUT`).
+:func:`resolve_input_kind`: the FBP (``fbp``) for CT, ``noise`` for MRI and the image-restoration
+tasks (:data:`AUTO_INPUT`). Measured with vanilla DIP (64², 3000 steps, the ``val`` pick; release
+notes E1/E5): FBP input +1.6 and +0.6 dB over noise on two CT images at lr 3e-3, while on MRI the
+zero-filled input cost 11 dB on a phantom and 0.8 dB on a photograph at lr 3e-3; on the image tasks
+A†y was no better than noise (±0.8 dB either way).
 
 *Input perturbation* (Ulyanov et al.'s ``reg_noise_std``) adds fresh noise
 :math:`\sigma_p\,\varepsilon_k` to ``z`` at every step; it is applied by the method's
@@ -72,7 +75,7 @@ def _adjoint(problem, *, channels, std, generator):
 
 
 #: what ``input.kind = auto`` means, by the problem's operator kind (others: ``noise``)
-AUTO_INPUT: dict[str, str] = {"ct": "fbp", "mri": "fbp", "mri-multicoil": "fbp"}
+AUTO_INPUT: dict[str, str] = {"ct": "fbp"}
 
 
 def resolve_input_kind(kind: str, problem) -> str:

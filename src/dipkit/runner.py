@@ -66,11 +66,14 @@ def resolve_device(name: str) -> torch.device:
 def resolve_config(cfg: RunConfig, method, problem) -> RunConfig:
     """A copy of ``cfg`` with every default that depends on the problem or the network resolved:
     the method's hyper-parameters as used (a learning rate left to the network preset is set on
-    ``method`` here), the step budget, and the network input kind (``auto`` → per task)."""
+    ``method`` here), the step budget, the network input kind (``auto`` → per task) and the
+    stopping rule (``auto`` → ``val`` for network methods, none for baselines)."""
     from .inputs import resolve_input_kind
     from .nets import NETS
+    from .stopping import resolve_rule
 
     out = copy.deepcopy(cfg)
+    out.early_stop.rule = resolve_rule(cfg.early_stop.rule, method)
     if method.uses_network and getattr(method, "lr", 0.0) is None:
         method.lr = float(NETS[cfg.net.name].lr)
     out.params = dict(method.config())
@@ -386,8 +389,8 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
     problem = problem.to(device)
     resolved = resolve_config(cfg, method, problem)
     direct = getattr(method, "direct", False)
-    rules = [] if direct else parse_rules(cfg.early_stop.rule)
-    split = make_split(problem, cfg) if rules and needs_split(cfg.early_stop.rule) else None
+    rules = [] if direct else parse_rules(resolved.early_stop.rule)
+    split = make_split(problem, cfg) if rules and needs_split(resolved.early_stop.rule) else None
     if ckpt is not None and ckpt.get("split") is not None:
         if split is None or not torch.equal(split.held_out.cpu(), ckpt["split"]["held_out"].cpu()):
             raise DipkitError("the checkpoint's validation split differs from this run's")

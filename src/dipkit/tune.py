@@ -59,7 +59,7 @@ def grid_points(base: RunConfig, grid: dict[str, list]) -> list[tuple[dict, RunC
     """Every ``(point, config)`` of the grid: ``base`` with the point's settings and a ``val`` rule."""
     from .stopping import parse_rules
 
-    rules = parse_rules(base.early_stop.rule)
+    rules = [] if base.early_stop.rule == "auto" else parse_rules(base.early_stop.rule)
     if not any(name == "val" for name, _ in rules):
         rules = [("val", "stop"), *rules]
     rule = ",".join(name if mode == "stop" else f"{name}:{mode}" for name, mode in rules)

@@ -28,7 +28,10 @@ class DIP(Method):
     r"""Vanilla DIP: :math:`\min_\theta \tfrac12\|A f_\theta(z) - y^\delta\|_2^2` (Algorithm 1).
 
     :param lr: Adam learning rate; default: the network preset's (CT paper code: 1e-4 for its U-Net).
-    :param ema: optional EMA decay β of the output (``None``: last iterate).
+    :param ema: EMA decay β of the output (``None``: last iterate). Default 0.99, as Ulyanov et al.'s
+        code (``exp_weight``) and Self-Guided DIP: with the ``val`` pick it changed the result by −0.2 to
+        +0.8 dB against the last iterate on six CT/MRI/denoising tuning problems at 64² (release notes
+        E5), and it damps the Adam spikes that the last iterate shows at lr 3e-3.
 
     Reference: D. Ulyanov, A. Vedaldi, V. Lempitsky, "Deep Image Prior", CVPR 2018 / IJCV 2020.
     """
@@ -38,5 +41,5 @@ class DIP(Method):
     reference = "Ulyanov, Vedaldi & Lempitsky, Deep Image Prior, CVPR 2018"
     algorithm = "CT paper Alg. 1"
 
-    def __init__(self, *, lr: float | None = None, ema: float | None = None):
+    def __init__(self, *, lr: float | None = None, ema: float | None = 0.99):
         super().__init__(lr=lr, ema=ema)

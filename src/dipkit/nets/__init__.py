@@ -46,7 +46,11 @@ class NetPreset:
     target: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
-    #: Adam learning rate of the network methods with this network (their ``lr`` default)
+    #: Adam learning rate of the network methods with this network (their ``lr`` default). The small
+    #: ``unet``'s 3e-3 was calibrated with vanilla DIP on 13 tuning problems (CT, fan CT, MRI and the
+    #: four image tasks, 64², 3000 steps, the ``val`` pick): against 1e-3 it gained on 9 of them
+    #: (up to +13 dB on an MRI phantom, where 1e-3 stalls), lost ≤ 0.7 dB on the others; 1e-2
+    #: spiked (Adam) on CT. ``unet-paper``'s 1e-4 is the CT paper's, for its 6×128 network.
     lr: float = 1e-3
 
     @property
@@ -66,7 +70,7 @@ NETS.register(NetPreset(
     dict(channels=[16, 16, 32, 32, 64], skip_levels=(0, 1), skip_channels=4),
     "CPU default: handbook U-Net family, 5 scales x [16,16,32,32,64] channels, "
     "4-channel skips at the two lowest-resolution levels",
-    lr=1e-3,
+    lr=3e-3,
 ), name="unet")
 NETS.register(NetPreset(
     "dipkit.nets.unet:UNet",

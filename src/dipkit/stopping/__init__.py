@@ -3,7 +3,9 @@
 A rule is named on the command line as ``NAME`` (stop the run) or ``NAME:record`` (run to the end,
 only record what the rule selects); several rules are separated by commas (``val,wmv:record``): the
 first one's selection is the reconstruction, the others are recorded beside it. ``none`` means no
-rule. The text is parsed in one place, :func:`parse_rules` (used by :class:`dipkit.config.RunConfig`).
+rule; ``auto`` (the default) means ``val`` for network methods and no rule for the classical
+baselines (:func:`resolve_rule`). The text is parsed in one place, :func:`parse_rules` (used by
+:class:`dipkit.config.RunConfig`).
 
 Rules:
 
@@ -20,7 +22,7 @@ from .val import Validation
 from .wmv import WMV, running_variance, select_iteration
 
 __all__ = ["WMV", "Validation", "select_iteration", "running_variance", "STOPPING_RULES", "make_stopping_rule",
-           "parse_rule", "parse_rules", "NONE", "needs_split"]
+           "parse_rule", "parse_rules", "NONE", "needs_split", "AUTO", "resolve_rule"]
 
 #: early-stopping rules: ``name -> builder(mode, es, *, check_every, split) -> Callback`` where ``es``
 #: is the run's :class:`~dipkit.config.EarlyStopConfig` and ``split`` its validation split (or None)
@@ -62,10 +64,24 @@ def parse_rule(text) -> tuple[str | None, str]:
     return name, mode
 
 
+#: the default rule: ``val`` for network methods, none for the classical baselines
+AUTO = "auto"
+
+
+def resolve_rule(text, method):
+    """``text`` with ``auto`` resolved for ``method`` (``val`` if it trains a network, else None)."""
+    if text == AUTO:
+        return "val" if getattr(method, "uses_network", False) else None
+    return text
+
+
 def parse_rules(text) -> list[tuple[str, str]]:
-    """``"val,wmv:record"`` → ``[("val", "stop"), ("wmv", "record")]``; none → ``[]``."""
+    """``"val,wmv:record"`` → ``[("val", "stop"), ("wmv", "record")]``; none → ``[]``; ``auto``
+    (unresolved) → ``[("val", "stop")]``."""
     if text in NONE:
         return []
+    if text == AUTO:
+        return [("val", "stop")]
     rules = [parse_rule(part) for part in str(text).split(",")]
     names = [n for n, _ in rules]
     if None in names:
