@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +42,10 @@ import torch
 
 from .config import RunConfig
 from .errors import DipkitError
-from .metrics import fov_mask, psnr, ssim
+from .metrics import fov_mask
 from .rundir import CHECKPOINT, RunResult, prepare_run_dir, remove_checkpoint, write_run_dir
-from .uncertainty import calibration, ensemble_mean_std, posterior_std
+from .summary import ensemble_info, finite, metric_pair, selection, uncertainty_info
+from .uncertainty import ensemble_mean_std, posterior_std
 
 __all__ = ["reconstruct", "resolve_device", "resolve_config", "build_state", "make_split", "RunResult",
            "expected_in_channels", "CHECKPOINT_VERSION"]
@@ -250,49 +250,6 @@ def _run_once(method, problem, cfg: RunConfig, device, *, split, rules, mask, qu
     return out
 
 
-def _metric_pair(x, problem, mask):
-    if problem.x_true is None or x is None:
-        return None, None
-    return (_finite(float(psnr(x, problem.x_true, mask=mask).mean())),
-            _finite(float(ssim(x, problem.x_true, mask=mask).mean())))
-
-
-def _finite(v):
-    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
-
-
-def _selection(cb, problem, mask) -> dict:
-    p, s = _metric_pair(cb.estimate, problem, mask)
-    out = {"rule": cb.rule, "mode": cb.mode, "iteration": cb.iteration if cb.estimate is not None else None,
-           "psnr": p, "ssim": s}
-    if getattr(cb, "value", None) is not None:
-        out["misfit"] = cb.value
-    return out
-
-
-def _ensemble_info(cfg, run: _Run, chosen, problem, mask) -> dict:
-    """Per-member metrics of an ensemble run."""
-    rule = run.rules[0] if run.rules else None
-    its = getattr(rule, "iterations", None) or [None] * chosen.shape[0]
-    out = []
-    for b in range(chosen.shape[0]):
-        p, s = _metric_pair(chosen[b:b + 1], problem, mask)
-        fp, _ = _metric_pair(run.state.estimate[b:b + 1], problem, mask)
-        out.append({"seed": int(cfg.seed) + b, "psnr": p, "ssim": s, "iteration": its[b], "final_psnr": fp})
-    return {"members": chosen.shape[0], "member_metrics": out}
-
-
-def _uncertainty_info(std, recon, problem) -> dict | None:
-    """Summary of the uncertainty map, with its calibration when the ground truth is known."""
-    if std is None:
-        return None
-    info = {"mean_std": float(std.mean())}
-    if problem.x_true is not None:
-        err = (recon - problem.x_true).detach().cpu().numpy()
-        info["calibration"] = calibration(std.detach().cpu().numpy(), err)
-    return info
-
-
 def _comparable(request: dict) -> dict:
     """A request as plain JSON values, without its checkpoint settings (they do not change the result)."""
     from .io.write import _jsonable
@@ -443,7 +400,7 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
     chosen = final  # per member: the first rule's selection, else the final estimate
     es_info, selections = None, {}
     for i, cb in enumerate(main.rules):
-        selections[cb.rule] = _selection(cb, problem, mask)
+        selections[cb.rule] = selection(cb, problem, mask)
         if i == 0:
             es_info = selections[cb.rule]
             if cb.estimate is not None:
@@ -454,7 +411,7 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
     rollbacks = [] if main.healer is None else list(main.healer.records)
     if split is not None:
         val_cb = next(cb for cb in main.rules if cb.rule == "val")
-        val_info = {**split.describe(), **{k: v for k, v in _selection(val_cb, problem, mask).items()
+        val_info = {**split.describe(), **{k: v for k, v in selection(val_cb, problem, mask).items()
                                            if k in ("iteration", "misfit", "psnr", "ssim")}, "refit": None}
         if cfg.validation.refit and val_cb.iteration:
             again = copy.deepcopy(resolved)
@@ -468,25 +425,25 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
                               quiet=quiet, console=console, restore=runs_done.get("refit"),
                               checkpoint=checkpointer("refit", earlier), net=net)
             recon = chosen = estimates["refit"] = refit.state.estimate
-            p, s = _metric_pair(recon, problem, mask)
+            p, s = metric_pair(recon, problem, mask)
             val_info["refit"] = {"iterations": refit.state.step, "psnr": p, "ssim": s}
             wall += refit.wall
             rollbacks += [] if refit.healer is None else [{**r, "phase": "refit"} for r in refit.healer.records]
     peak = {"psnr": None, "iteration": None}
     if history.get("psnr"):
         j = int(np.nanargmax(history["psnr"]))
-        peak = {"psnr": _finite(history["psnr"][j]), "iteration": history["step"][j]}
+        peak = {"psnr": finite(history["psnr"][j]), "iteration": history["step"][j]}
         if recorder.best_estimate is not None and members == 1:
             estimates["peak"] = recorder.best_estimate
     uncertainty, ens_info = None, None
     if members > 1:
         recon, uncertainty = ensemble_mean_std(chosen)
-        ens_info = _ensemble_info(cfg, main, chosen, problem, mask)
+        ens_info = ensemble_info(cfg, main, chosen, problem, mask)
         estimates = {k: v.mean(0, keepdim=True) for k, v in estimates.items()}
     if "posterior_var" in state.aux:  # SGLD: the posterior's pixel-wise std
         uncertainty = posterior_std(state.aux["posterior_var"], final)
-    fp, fs = _metric_pair(estimates["final"], problem, mask)
-    rp, rs = _metric_pair(recon, problem, mask)
+    fp, fs = metric_pair(estimates["final"], problem, mask)
+    rp, rs = metric_pair(recon, problem, mask)
     iters = None if direct else state.step
     ck = main.checkpointer
     result = RunResult(
@@ -507,7 +464,7 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
         fov_mask=bool(cfg.fov_mask),
         params=method.config(),
         ensemble=ens_info,
-        uncertainty=_uncertainty_info(uncertainty, recon, problem),
+        uncertainty=uncertainty_info(uncertainty, recon, problem),
         request=request,
         dipkit_version=__version__,
         problem_file=problem.file,

@@ -12,7 +12,7 @@ import torch
 from ..errors import DipkitError
 from ..registry import Registry
 
-__all__ = ["build_physics", "register_physics", "PHYSICS_BUILDERS"]
+__all__ = ["build_physics", "register_physics", "check_spec_keys", "PHYSICS_BUILDERS"]
 
 
 def _load_all() -> None:
@@ -39,6 +39,16 @@ def _build_ct(spec: dict, *, device, dtype):
     from .ct import from_spec
 
     return from_spec(spec, device=device, dtype=dtype)
+
+
+def check_spec_keys(spec: dict, required: set, optional: set, kind: str) -> None:
+    """One-line errors for a spec of operator ``kind`` with unknown or missing keys."""
+    extra = set(spec) - set(required) - set(optional) - {"kind"}
+    if extra:
+        raise DipkitError(f"unexpected keys in {kind} spec: {sorted(extra)}")
+    missing = set(required) - set(spec)
+    if missing:
+        raise DipkitError(f"{kind} spec lacks {sorted(missing)}")
 
 
 def build_physics(spec: dict, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):

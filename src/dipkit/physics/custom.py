@@ -34,7 +34,7 @@ import torch
 from deepinv.physics import Blur, Inpainting
 
 from ..errors import DipkitError
-from . import register_physics
+from . import check_spec_keys, register_physics
 
 __all__ = ["encode_array", "decode_array", "encode_mask", "decode_mask", "MaskInpaintingOp",
            "KernelBlurOp"]
@@ -148,23 +148,14 @@ class KernelBlurOp(Blur):
                      "kernel": encode_array(k.astype(np.float64)), "padding": padding}
 
 
-def _only(spec: dict, required: set, optional: set, kind: str) -> None:
-    extra = set(spec) - required - optional - {"kind"}
-    if extra:
-        raise DipkitError(f"unexpected keys in {kind} spec: {sorted(extra)}")
-    missing = required - set(spec)
-    if missing:
-        raise DipkitError(f"{kind} spec lacks {sorted(missing)}")
-
-
 @register_physics("inpainting-mask")
 def _build_mask_inpainting(spec: dict, *, device="cpu", dtype=torch.float32) -> MaskInpaintingOp:
-    _only(spec, {"img_size", "mask"}, set(), "inpainting-mask")
+    check_spec_keys(spec, {"img_size", "mask"}, set(), "inpainting-mask")
     return MaskInpaintingOp(spec["img_size"], decode_mask(spec["mask"]), device=device, dtype=dtype)
 
 
 @register_physics("blur-kernel")
 def _build_kernel_blur(spec: dict, *, device="cpu", dtype=torch.float32) -> KernelBlurOp:
-    _only(spec, {"img_size", "kernel"}, {"padding"}, "blur-kernel")
+    check_spec_keys(spec, {"img_size", "kernel"}, {"padding"}, "blur-kernel")
     return KernelBlurOp(spec["img_size"], decode_array(spec["kernel"], "blur kernel"),
                         padding=spec.get("padding", "circular"), device=device, dtype=dtype)

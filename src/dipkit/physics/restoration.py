@@ -36,7 +36,7 @@ from deepinv.physics import Blur, Denoising, Downsampling, Inpainting
 from deepinv.physics.noise import ZeroNoise
 
 from ..errors import DipkitError
-from . import register_physics
+from . import check_spec_keys, register_physics
 
 __all__ = [
     "IdentityOp",
@@ -239,37 +239,28 @@ class DownsamplingOp(Downsampling):
 
 
 # ---------------------------------------------------------------------- builders
-def _only(spec: dict, required: set, optional: set, kind: str) -> None:
-    extra = set(spec) - required - optional - {"kind"}
-    if extra:
-        raise DipkitError(f"unexpected keys in {kind} spec: {sorted(extra)}")
-    missing = required - set(spec)
-    if missing:
-        raise DipkitError(f"{kind} spec lacks {sorted(missing)}")
-
-
 @register_physics("denoising")
 def _build_denoising(spec: dict, *, device="cpu", dtype=torch.float32) -> IdentityOp:
-    _only(spec, {"img_size"}, set(), "denoising")
+    check_spec_keys(spec, {"img_size"}, set(), "denoising")
     return IdentityOp(spec["img_size"], device=device, dtype=dtype)
 
 
 @register_physics("inpainting")
 def _build_inpainting(spec: dict, *, device="cpu", dtype=torch.float32) -> InpaintingOp:
-    _only(spec, {"img_size", "mask"}, {"box_ratio", "missing", "seed"}, "inpainting")
+    check_spec_keys(spec, {"img_size", "mask"}, {"box_ratio", "missing", "seed"}, "inpainting")
     return InpaintingOp(spec["img_size"], mask=spec["mask"], box_ratio=spec.get("box_ratio"),
                         missing=spec.get("missing"), seed=spec.get("seed"), device=device, dtype=dtype)
 
 
 @register_physics("blur")
 def _build_blur(spec: dict, *, device="cpu", dtype=torch.float32) -> BlurOp:
-    _only(spec, {"img_size", "kernel_std", "kernel_size"}, {"padding"}, "blur")
+    check_spec_keys(spec, {"img_size", "kernel_std", "kernel_size"}, {"padding"}, "blur")
     return BlurOp(spec["img_size"], kernel_std=spec["kernel_std"], kernel_size=spec["kernel_size"],
                   padding=spec.get("padding", "circular"), device=device, dtype=dtype)
 
 
 @register_physics("downsampling")
 def _build_downsampling(spec: dict, *, device="cpu", dtype=torch.float32) -> DownsamplingOp:
-    _only(spec, {"img_size", "factor"}, {"filter", "padding"}, "downsampling")
+    check_spec_keys(spec, {"img_size", "factor"}, {"filter", "padding"}, "downsampling")
     return DownsamplingOp(spec["img_size"], factor=spec["factor"], filter=spec.get("filter", "bicubic"),
                           padding=spec.get("padding", "circular"), device=device, dtype=dtype)
