@@ -1,0 +1,121 @@
+"""Ground-truth-free quality tables from a `dipkit bench --preset defaults` directory (issue 9).
+
+Reads only the run directories' ``metrics.json`` (and, when given, the ``tune.csv`` files of an
+oracle TV sweep made with ``dipkit tune``) and prints markdown:
+
+1. per case: the direct reconstruction, TV with its default α ("auto": chosen by held-out misfit),
+   the oracle-tuned TV (best PSNR over the α grid, needs the ground truth), and the best network
+   method's validation pick — the question "does a user who sets nothing beat TV?";
+2. per (case, method): the validation pick, the WMV pick, the oracle peak and the final iterate;
+3. the distribution of (peak − pick) for the val and WMV rules: the share within 0.5 dB.
+
+Usage::
+
+    python benchmarks/defaults_table.py BENCH_DIR [--tv-oracle TUNE_DIR] [--out FILE.md]
+
+``TUNE_DIR/<case>/tune.csv`` as written by ``dipkit tune PROBLEM --method tv --grid alpha=… --out
+TUNE_DIR/<case>`` (see the note of issue 9 for the grid).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+BASELINES = ("naive", "fbp", "tv", "pnp-admm")
+
+
+def load_runs(bench: Path) -> dict[tuple[str, str], dict]:
+    """``{(case, method): metrics}`` for seed 0 of every run of the bench."""
+    runs = {}
+    for f in sorted(bench.glob("cases/*/*/*/seed0/metrics.json")):
+        method, case = f.parent.parent.name, f.parent.parent.parent.parent.name
+        runs[(case, method)] = json.loads(f.read_text())
+    return runs
+
+
+def tv_oracle(tune_dir: Path | None, case: str) -> tuple[float, str] | tuple[None, None]:
+    if tune_dir is None or not (tune_dir / case / "tune.csv").is_file():
+        return None, None
+    rows = list(csv.DictReader((tune_dir / case / "tune.csv").open()))
+    rows = [r for r in rows if r.get("psnr") not in (None, "", "nan")]
+    best = max(rows, key=lambda r: float(r["psnr"]))
+    alpha = next(v for k, v in best.items() if "alpha" in k)
+    return float(best["psnr"]), alpha
+
+
+def pick(m: dict, rule: str) -> float | None:
+    s = (m.get("selections") or {}).get(rule)
+    return None if s is None else s.get("psnr")
+
+
+def fmt(v, nd=2):
+    return "—" if v is None else f"{v:.{nd}f}"
+
+
+def main(argv=None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("bench", type=Path)
+    ap.add_argument("--tv-oracle", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None)
+    a = ap.parse_args(argv)
+    runs = load_runs(a.bench)
+    cases = sorted({c for c, _ in runs}, key=lambda c: min(i for i, (cc, _) in enumerate(runs) if cc == c))
+    lines = ["## Does a user who sets nothing beat TV?", "",
+             "| case | direct | TV (α auto) | TV oracle α | best network method (val pick) | Δ vs TV auto | Δ vs TV oracle | dip (val pick) |",
+             "|---|---|---|---|---|---|---|---|"]
+    detail = ["## Every network method: val pick, WMV pick, oracle peak, final (PSNR dB)", "",
+              "| case | method | val pick (it) | WMV pick | peak (it) | final | peak − val | peak − WMV |",
+              "|---|---|---|---|---|---|---|---|"]
+    gaps_val, gaps_wmv, wins = [], [], 0
+    for case in cases:
+        direct = next((runs[(case, b)]["psnr"] for b in ("naive", "fbp") if (case, b) in runs), None)
+        tv = runs.get((case, "tv"), {}).get("psnr")
+        tvo, tvo_alpha = tv_oracle(a.tv_oracle, case)
+        best, best_name = None, None
+        for (c, meth), m in runs.items():
+            if c != case or meth in BASELINES:
+                continue
+            v = pick(m, "val")
+            w = pick(m, "wmv")
+            peak = (m.get("peak") or {}).get("psnr")
+            it = (m.get("selections") or {}).get("val", {}).get("iteration")
+            detail.append(f"| {case} | {meth} | {fmt(v)} ({it}) | {fmt(w)} | {fmt(peak)} "
+                          f"({(m.get('peak') or {}).get('iteration')}) | {fmt((m.get('final') or {}).get('psnr'))} "
+                          f"| {fmt(None if v is None or peak is None else peak - v)} "
+                          f"| {fmt(None if w is None or peak is None else peak - w)} |")
+            if v is not None and peak is not None:
+                gaps_val.append(peak - v)
+            if w is not None and peak is not None:
+                gaps_wmv.append(peak - w)
+            if v is not None and (best is None or v > best):
+                best, best_name = v, meth
+        dip = pick(runs.get((case, "dip"), {}), "val")
+        if best is not None and tv is not None and best >= tv:
+            wins += 1
+        lines.append(f"| {case} | {fmt(direct)} | {fmt(tv)} | {fmt(tvo)}"
+                     f"{'' if tvo_alpha is None else f' (α={tvo_alpha})'} | {fmt(best)} ({best_name}) "
+                     f"| {fmt(None if best is None or tv is None else best - tv)} "
+                     f"| {fmt(None if best is None or tvo is None else best - tvo)} | {fmt(dip)} |")
+    lines += ["", f"Best network method ≥ TV (α auto) in {wins} of {len(cases)} cases.", ""]
+
+    def dist(gaps):
+        if not gaps:
+            return "—"
+        n = len(gaps)
+        within = sum(g <= 0.5 for g in gaps)
+        srt = sorted(gaps)
+        return (f"{within}/{n} = {100 * within / n:.0f} % within 0.5 dB; median {srt[n // 2]:.2f} dB, "
+                f"90th percentile {srt[min(n - 1, int(0.9 * n))]:.2f} dB, worst {srt[-1]:.2f} dB")
+    lines += ["## Oracle peak − pick, over (case, network method) pairs", "",
+              f"* val (held-out misfit): {dist(gaps_val)}", f"* WMV: {dist(gaps_wmv)}", ""]
+    text = "\n".join(lines + detail) + "\n"
+    if a.out:
+        a.out.write_text(text)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
