@@ -1,7 +1,7 @@
 """Ground-truth-free quality tables from a `dipkit bench --preset defaults` directory (issue 9).
 
-Reads only the run directories' ``metrics.json`` (and, when given, the ``tune.csv`` files of an
-oracle TV sweep made with ``dipkit tune``) and prints markdown:
+Reads only the run directories' ``metrics.json`` (and, when given, the JSON of an oracle TV
+sweep made with ``benchmarks/tv_oracle.py``) and prints markdown:
 
 1. per case: the direct reconstruction, TV with its default α ("auto": chosen by held-out misfit),
    the oracle-tuned TV (best PSNR over the α grid, needs the ground truth), and the best network
@@ -11,15 +11,12 @@ oracle TV sweep made with ``dipkit tune``) and prints markdown:
 
 Usage::
 
-    python benchmarks/defaults_table.py BENCH_DIR [--tv-oracle TUNE_DIR] [--out FILE.md]
-
-``TUNE_DIR/<case>/tune.csv`` as written by ``dipkit tune PROBLEM --method tv --grid alpha=… --out
-TUNE_DIR/<case>`` (see the note of issue 9 for the grid).
+    python benchmarks/tv_oracle.py BENCH_DIR tv_oracle.json
+    python benchmarks/defaults_table.py BENCH_DIR [--tv-oracle tv_oracle.json] [--out FILE.md]
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
@@ -35,14 +32,10 @@ def load_runs(bench: Path) -> dict[tuple[str, str], dict]:
     return runs
 
 
-def tv_oracle(tune_dir: Path | None, case: str) -> tuple[float, str] | tuple[None, None]:
-    if tune_dir is None or not (tune_dir / case / "tune.csv").is_file():
+def tv_oracle(oracle: dict, case: str) -> tuple[float, str] | tuple[None, None]:
+    if case not in oracle:
         return None, None
-    rows = list(csv.DictReader((tune_dir / case / "tune.csv").open()))
-    rows = [r for r in rows if r.get("psnr") not in (None, "", "nan")]
-    best = max(rows, key=lambda r: float(r["psnr"]))
-    alpha = next(v for k, v in best.items() if "alpha" in k)
-    return float(best["psnr"]), alpha
+    return oracle[case]["psnr"], f"{oracle[case]['alpha']:g}"
 
 
 def pick(m: dict, rule: str) -> float | None:
@@ -61,6 +54,7 @@ def main(argv=None) -> str:
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
     runs = load_runs(a.bench)
+    oracle = json.loads(a.tv_oracle.read_text()) if a.tv_oracle and a.tv_oracle.is_file() else {}
     cases = sorted({c for c, _ in runs}, key=lambda c: min(i for i, (cc, _) in enumerate(runs) if cc == c))
     lines = ["## Does a user who sets nothing beat TV?", "",
              "| case | direct | TV (α auto) | TV oracle α | best network method (val pick) | Δ vs TV auto | Δ vs TV oracle | dip (val pick) |",
@@ -72,7 +66,7 @@ def main(argv=None) -> str:
     for case in cases:
         direct = next((runs[(case, b)]["psnr"] for b in ("naive", "fbp") if (case, b) in runs), None)
         tv = runs.get((case, "tv"), {}).get("psnr")
-        tvo, tvo_alpha = tv_oracle(a.tv_oracle, case)
+        tvo, tvo_alpha = tv_oracle(oracle, case)
         best, best_name = None, None
         for (c, meth), m in runs.items():
             if c != case or meth in BASELINES:
