@@ -12,7 +12,7 @@ import torch
 from ..physics.linalg import bview, nesterov_t, sqnorm
 from ..priors.denoisers import prox_power
 from ._denoising import NetworkDenoiserMethod
-from .base import count, data_fidelity, nonneg, positive
+from .base import count, data_fidelity, data_term, nonneg, positive
 from .registry import register
 
 __all__ = ["ThesisADMM", "DIPADMMv1", "DIPADMMv2"]
@@ -237,5 +237,5 @@ class DIPADMMv2(ThesisADMM):
         return self.denoise(G - state.aux["u"], self.denoiser_sigma)
 
     def loss(self, state, x):
-        return {"data": data_fidelity(state.physics, x, state.y),
+        return {"data": data_term(state, x),
                 "split": self.coupling_term(state, x)}
