@@ -169,7 +169,7 @@ def test_ensemble_members_draw_as_their_own_runs(ct_problem, tiny_cfg):
         torch.testing.assert_close(ens.members[b:b + 1], single.reconstruction, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", sorted(n for n in METHODS if METHODS[n].uses_network))
+@pytest.mark.parametrize("name", sorted(n for n in METHODS if METHODS[n].uses_network and METHODS[n].stochastic_data))
 def test_every_network_method_runs_with_a_subset(ct_problem, tiny_cfg, name):
     cfg = tiny_cfg(name, iterations=4)
     cfg.data.subset = 0.5
@@ -186,10 +186,11 @@ def test_config_rejects_bad_subset(value):
     assert "data.subset" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_config_rejects_subset_for_network_free_methods():
-    cfg = RunConfig(method="tv")
+@pytest.mark.parametrize("name", ["tv", "fbp", "dip-admm-v1"])
+def test_config_rejects_subset_for_methods_without_a_data_term_in_their_steps(name):
+    cfg = RunConfig(method=name)
     cfg.set("data.subset", 0.5)
-    with pytest.raises(DipkitError, match="data.subset < 1 needs a network method"):
+    with pytest.raises(DipkitError, match="data.subset < 1 needs a method"):
         cfg.validate()
     cfg = RunConfig(method="dip")
     cfg.set("data.subset", 0.5)

@@ -266,8 +266,9 @@ class RunConfig:
         if not 0.0 < float(self.validation.fraction) <= 0.5:
             raise DipkitError(f"validation.fraction must be in (0, 0.5], got {self.validation.fraction}")
         _check_extra_sections(self)
-        if float(self.data.subset) < 1.0 and not method.uses_network:
-            raise DipkitError(f"data.subset < 1 needs a network method; {self.method!r} has no gradient steps")
+        if float(self.data.subset) < 1.0 and not (method.uses_network and method.stochastic_data):
+            raise DipkitError(f"data.subset < 1 needs a method whose gradient steps fit the data term; "
+                              f"{self.method!r} has none")
         return method
 
 

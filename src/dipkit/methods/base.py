@@ -116,6 +116,10 @@ class Method:
     reference: ClassVar[str] = ""
     algorithm: ClassVar[str] = ""
     uses_network: ClassVar[bool] = True
+    #: whether the gradient steps' loss holds the data term (:func:`data_term`), so that
+    #: ``data.subset < 1`` (stochastic DIP) applies; ``False`` where the data enter only through a
+    #: classical update (``dip-admm-v1``)
+    stochastic_data: ClassVar[bool] = True
     #: gradient steps when the run does not say (``--iterations``)
     default_iterations: ClassVar[int | None] = 3000
     #: outer update every ``inner_steps`` gradient steps (0: never)

@@ -148,6 +148,8 @@ class DIPADMMv1(ThesisADMM):
     """
 
     name = "dip-admm-v1"
+    #: the data term is in the classical x-update, not in the network's loss: data.subset does not apply
+    stochastic_data = False
     description = "DIP-ADMM-v1: ADMM on ½‖b−Ax‖² + R(x), x = G(θ); x-step by ISTA/FISTA with the denoiser as prox"
     reference = "Hybrid DIP-ADMM thesis, Alg. 1 (§3.2.1)"
     algorithm = "thesis Alg. 1"

@@ -17,6 +17,14 @@ y_i\|^2 = \tfrac12\|Ax - y\|^2`, and so is its gradient :math:`\mathbb{E}_S\nabl
 :math:`\frac{N_b}{2}\|A_i f_\theta(z) - y_i\|^2`; with :math:`s = 1` it is the full data term (and
 :func:`make_subset_term` returns ``None``: the run is the full-gradient run, bit for bit).
 
+**Where it applies.** Every network method forms the data term of its gradient steps through
+:func:`dipkit.methods.base.data_term`, so ``data.subset`` works for all of them (DIP, DIP+TV,
+the splitting and denoiser methods, Self-Guided DIP, aSeqDIP, DeepRED, linearised DIP; for
+``sgld`` it makes the Langevin dynamics *stochastic-gradient* Langevin dynamics proper). Outer
+updates (closed-form or CG x-updates, adaptive weights) and observers keep the full operator.
+``dip-admm-v1``, whose network loss holds no data term, and the classical baselines reject the
+setting (:meth:`dipkit.config.RunConfig.validate`).
+
 **Blocks** (on the last two axes of the measurement; every leading axis — real/imaginary part,
 coils, colour channels — belongs to the same block):
 
