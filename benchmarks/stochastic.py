@@ -10,6 +10,8 @@ load; each block's wall time is recorded.
 Reported per variant:
 
 * ``s_per_step`` — median over blocks of (block wall time / steps) and the mean;
+* ``data_term_ms`` — the data term alone (forward + backward on a random image, the best of 5
+  repeats of 50; interleaved over the variants before the runs): the operator's share of a step;
 * at an equal wall-time budget ``T`` (default: what the full-gradient run needed for all
   ``--iterations`` steps; ``--budgets`` adds fractions of it): the steps done within ``T``, the PSNR
   of the *val pick* (the estimate at the least held-out misfit among the samples within ``T``) and
@@ -83,6 +85,21 @@ def _at_budget(hist: dict, times: list[tuple[int, float]], budget: float) -> dic
             "peak_step": hist["step"][j_pk], "last_psnr": hist["psnr"][idx[-1]]}
 
 
+def _data_term_ms(runs: dict, repeats: int = 5, n: int = 50) -> dict:
+    """Milliseconds of the data term alone (forward + backward) per variant, best of ``repeats``."""
+    from dipkit.methods.base import data_term
+
+    best = {s: float("inf") for s in runs}
+    for _ in range(repeats):
+        for s, (_, state, _, _) in runs.items():
+            x = torch.rand_like(state.image_like()).requires_grad_(True)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                data_term(state, x).sum().backward()
+            best[s] = min(best[s], (time.perf_counter() - t0) / n * 1e3)
+    return best
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("problem", help="a problem file (dipkit simulate --task ct ...)")
@@ -103,6 +120,10 @@ def main() -> None:
 
     problem = Problem.load(args.problem)
     runs = {s: _runner(problem, s, args.seed, args.net, args.log_every) for s in args.subsets}
+    gen_states = {s: r[1].generator.get_state() for s, r in runs.items()}
+    term_ms = _data_term_ms(runs)
+    for s, r in runs.items():  # the timing drew subsets: give the runs their seeded generators back
+        r[1].generator.set_state(gen_states[s])
     wall = {s: 0.0 for s in runs}
     blocks = {s: [] for s in runs}
     times = {s: [] for s in runs}
@@ -140,6 +161,7 @@ def main() -> None:
             "subset": s, "blocks": None if term is None else term.describe(),
             "steps": state.step, "wall_s": wall[s],
             "s_per_step_median": statistics.median(blocks[s]), "s_per_step_mean": wall[s] / state.step,
+            "data_term_ms": term_ms[s],
             "at_budget": {str(b): {"budget_s": b * t_full, **_at_budget(hist, times[s], b * t_full)}
                           for b in args.budgets},
             "history": {k: hist[k] for k in ("step", "psnr", "val", "loss")},
@@ -147,6 +169,7 @@ def main() -> None:
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1)
     print(f"{args.problem}: full-gradient run {t_full:.1f} s for {args.iterations} steps")
+    print("data term alone (fwd+bwd): " + ", ".join(f"{s}: {v:.2f} ms" for s, v in term_ms.items()))
     print(f"{'subset':>7} {'ms/step':>8} {'budget':>7} {'steps':>6} {'val-pick':>9} {'@step':>6} {'peak':>7} {'@step':>6}")
     for s, v in out["variants"].items():
         for b, a in v["at_budget"].items():
