@@ -227,7 +227,7 @@ class RunConfig:
         resources such as a learned denoiser load when the run starts), ``iterations``,
         ``log_every``, ``device``, ``precision``, ``fov_mask``, the network preset and its option
         names, the input kind, channels and noise levels, and the early-stopping rule (``none``
-        included) with its options, ``data.subset`` (in (0, 1]; < 1 only for network methods). Any
+        included) with its options, ``data.subset`` (in (0, 1]; < 1 only for methods whose gradient steps fit the data term). Any
         problem raises :class:`DipkitError` with one line.
         """
         from .inputs import INPUTS
@@ -272,7 +272,7 @@ class RunConfig:
         return method
 
 
-#: sections added with resumable runs and self-healing (kept apart so the edits stay additive)
+#: sections added with resumable runs, self-healing and stochastic DIP (kept apart so the edits stay additive)
 _EXTRA_SECTIONS = ("checkpoint", "healing", "data")
 
 
