@@ -132,6 +132,8 @@ CASES = {
     # two members, each with its own generator
     "ensemble": ("dip", {"lr": 1e-2}, {"ensemble": 2, "input.perturb": 0.05, "early_stop.rule": "wmv:record",
                                        "early_stop.window": 4}),
+    # stochastic DIP: a random subset of views per step from the run's generator
+    "stochastic": ("dip", {"lr": 1e-2}, {"data.subset": 0.5, "input.perturb": 0.05}),
     # a classical baseline (aux variables, no optimiser)
     "tv": ("tv", {"alpha": 0.5}, {}),
 }

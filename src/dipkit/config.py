@@ -16,6 +16,8 @@ Override keys (``--set key=value``, values parsed as YAML scalars):
 * ``checkpoint.every``, ``checkpoint.keep`` (resumable runs, :mod:`dipkit.engine.checkpoint`);
 * ``healing.enabled``, ``healing.max_rollbacks``, ``healing.jump_factor``, ``healing.window``
   (rollback on a non-finite loss or a loss jump, :mod:`dipkit.engine.healing`);
+* ``data.subset`` (stochastic DIP: the data term over a random share of the measurement blocks per
+  step, scaled to be unbiased; 1 = full data term; :mod:`dipkit.physics.subsets`);
 * anything else is a hyper-parameter of the method (e.g. ``lr``, ``alpha``, ``ema``), checked
   against the method's signature.
 """
@@ -32,7 +34,7 @@ import yaml
 from .errors import DipkitError
 
 __all__ = ["RunConfig", "NetConfig", "InputConfig", "EarlyStopConfig", "ValidationConfig", "CheckpointConfig",
-           "HealingConfig", "parse_overrides",
+           "HealingConfig", "DataConfig", "parse_overrides",
            "load_config",
            "load_yaml", "yaml_loads"]
 
@@ -120,6 +122,13 @@ class HealingConfig:
 
 
 @dataclass
+class DataConfig:
+    """How the data term is formed (:mod:`dipkit.physics.subsets`)."""
+
+    subset: float = 1.0  # share of the measurement blocks (CT views, MRI lines, image rows) per step
+
+
+@dataclass
 class RunConfig:
     method: str = "dip"
     iterations: int | None = None  # None: the method's default (dip: 3000, tv: 500)
@@ -136,6 +145,7 @@ class RunConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     healing: HealingConfig = field(default_factory=HealingConfig)
+    data: DataConfig = field(default_factory=DataConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -217,7 +227,8 @@ class RunConfig:
         resources such as a learned denoiser load when the run starts), ``iterations``,
         ``log_every``, ``device``, ``precision``, ``fov_mask``, the network preset and its option
         names, the input kind, channels and noise levels, and the early-stopping rule (``none``
-        included) with its options. Any problem raises :class:`DipkitError` with one line.
+        included) with its options, ``data.subset`` (in (0, 1]; < 1 only for methods whose gradient steps fit the data term). Any
+        problem raises :class:`DipkitError` with one line.
         """
         from .inputs import INPUTS
         from .methods import make_method
@@ -255,15 +266,18 @@ class RunConfig:
         if not 0.0 < float(self.validation.fraction) <= 0.5:
             raise DipkitError(f"validation.fraction must be in (0, 0.5], got {self.validation.fraction}")
         _check_extra_sections(self)
+        if float(self.data.subset) < 1.0 and not (method.uses_network and method.stochastic_data):
+            raise DipkitError(f"data.subset < 1 needs a method whose gradient steps fit the data term; "
+                              f"{self.method!r} has none")
         return method
 
 
-#: sections added with resumable runs and self-healing (kept apart so the edits stay additive)
-_EXTRA_SECTIONS = ("checkpoint", "healing")
+#: sections added with resumable runs, self-healing and stochastic DIP (kept apart so the edits stay additive)
+_EXTRA_SECTIONS = ("checkpoint", "healing", "data")
 
 
 def _check_extra_sections(cfg: "RunConfig") -> None:
-    """Validate ``checkpoint.*`` and ``healing.*`` (one-line DipkitErrors)."""
+    """Validate ``checkpoint.*``, ``healing.*`` and ``data.*`` (one-line DipkitErrors)."""
     every = cfg.checkpoint.every
     if every in ("auto", ""):
         cfg.checkpoint.every = every = None
@@ -276,6 +290,11 @@ def _check_extra_sections(cfg: "RunConfig") -> None:
         raise DipkitError(f"healing.enabled must be true or false, got {h.enabled!r}")
     if int(h.max_rollbacks) < 0 or not float(h.jump_factor) > 1 or int(h.window) < 1:
         raise DipkitError("healing needs max_rollbacks ≥ 0, jump_factor > 1 and window ≥ 1")
+    subset = cfg.data.subset
+    if (isinstance(subset, bool) or not isinstance(subset, (int, float))
+            or not 0.0 < float(subset) <= 1.0):
+        raise DipkitError(f"data.subset must be a number in (0, 1] (the share of measurement blocks "
+                          f"per step; 1: full data term), got {subset!r}")
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:

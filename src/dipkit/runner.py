@@ -182,6 +182,10 @@ def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=No
         state.net = nets[0] if n == 1 else Ensemble(nets)
         state.net.train()
         state.z_perturb = float(cfg.input.perturb)
+        from .physics.subsets import make_subset_term
+
+        # stochastic DIP (data.subset < 1): built on the fit view, so held-out entries stay out
+        state.data_term = make_subset_term(problem.physics, y, float(cfg.data.subset))
     return state
 
 

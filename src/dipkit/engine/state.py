@@ -75,6 +75,10 @@ class State:
     :ivar report_every: for methods without an optimiser (classical baselines) the engine
         evaluates the loss terms — which are only observed, not differentiated — every
         ``report_every`` steps and at the last step (the run's history sampling interval).
+    :ivar data_term: the stochastic data term of ``data.subset < 1``
+        (:class:`dipkit.physics.subsets.SubsetDataTerm`: each call draws a random subset of the
+        measurement blocks and returns the unbiasedly scaled term), or ``None`` for the full data
+        term; methods form their data term through :func:`dipkit.methods.base.data_term`.
     :ivar pending_optimizer: an optimiser state loaded by :meth:`load_state_dict` before the
         optimiser existed; :func:`dipkit.engine.run` applies it once it has built the optimiser.
     """
@@ -101,6 +105,7 @@ class State:
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
     report_every: int = 1
     generators: list[torch.Generator] | None = None
+    data_term: Any = None
     pending_optimizer: dict | None = field(default=None, repr=False)
 
     @property

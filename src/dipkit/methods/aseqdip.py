@@ -10,7 +10,7 @@ import torch
 
 from ..errors import DipkitError
 from ..physics.linalg import normalised_adjoint
-from .base import Method, data_fidelity
+from .base import Method, data_term
 from .registry import register
 
 __all__ = ["ASeqDIP"]
@@ -168,7 +168,7 @@ class ASeqDIP(Method):
 
     def loss(self, state, x):
         d = (x - state.z).pow(2).flatten(1).sum(1)
-        return {"data": data_fidelity(state.physics, x, state.y),
+        return {"data": data_term(state, x),
                 "autoencoder": (0.5 * self.lam * state.opnorm_sq()) * d}
 
     def iterate(self, state) -> torch.Tensor:

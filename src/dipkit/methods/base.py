@@ -20,7 +20,9 @@ their ``forward`` is one iteration of the classical algorithm.
 Units and scaling (documented here once, for every method and baseline)
 -----------------------------------------------------------------------
 * **Data term.** The data fidelity is the per-sample *sum* :math:`\tfrac12\|A x - y\|_2^2`
-  (:func:`data_fidelity`), not a mean, with the operator as it is built — not normalised. The CT
+  (:func:`data_fidelity`; methods form it in their loss through :func:`data_term`, which with
+  ``data.subset < 1`` is an unbiased estimate of it over a random subset of measurement blocks,
+  :mod:`dipkit.physics.subsets`), not a mean, with the operator as it is built — not normalised. The CT
   operators integrate in pixel units, so :math:`\|A\|^2` grows with the image size and the
   number of views (≈ 600 at 32²/16 views, ≈ 1.8·10³ at 64²/30, ≈ 3.7·10³ at 128²/30); the MRI and
   image-restoration operators have :math:`\|A\| = 1`. Images are in image units (nominally
@@ -51,13 +53,30 @@ import torch
 from ..engine.output import make_output_rule
 from ..inputs import perturb
 
-__all__ = ["Method", "data_fidelity", "positive", "nonneg", "count"]
+__all__ = ["Method", "data_fidelity", "data_term", "positive", "nonneg", "count"]
 
 
 def data_fidelity(physics, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     r"""Per-sample :math:`\tfrac12\|A x - y\|_2^2`, shape ``[B]``."""
     r = physics.A(x) - y
     return 0.5 * r.pow(2).flatten(1).sum(1)
+
+
+def data_term(state, x: torch.Tensor) -> torch.Tensor:
+    r"""The data term of a gradient step, per sample ``[B]``: the one place methods form it.
+
+    Without ``data.subset`` (``state.data_term is None``) this is :func:`data_fidelity`,
+    :math:`\tfrac12\|A x - y\|_2^2`. With ``data.subset = s < 1`` (stochastic DIP, CT paper §5.3)
+    it is the unbiased subset term :math:`\frac{N_b}{k}\sum_{i\in S}\tfrac12\|A_i x - y_i\|_2^2`
+    over a fresh random subset :math:`S` of :math:`k \approx s N_b` of the :math:`N_b` measurement
+    blocks (CT views, MRI k-space lines, image rows), with
+    :math:`\mathbb{E}_S[\cdot] = \tfrac12\|A x - y\|_2^2`
+    (:class:`dipkit.physics.subsets.SubsetDataTerm`). Call it once per step (each call draws).
+    Outer updates and observers that need the data misfit itself use :func:`data_fidelity`.
+    """
+    if state.data_term is None:
+        return data_fidelity(state.physics, x, state.y)
+    return state.data_term(state, x)
 
 
 # ---------------------------------------------------------------------- parameter checks
@@ -97,6 +116,10 @@ class Method:
     reference: ClassVar[str] = ""
     algorithm: ClassVar[str] = ""
     uses_network: ClassVar[bool] = True
+    #: whether the gradient steps' loss holds the data term (:func:`data_term`), so that
+    #: ``data.subset < 1`` (stochastic DIP) applies; ``False`` where the data enter only through a
+    #: classical update (``dip-admm-v1``)
+    stochastic_data: ClassVar[bool] = True
     #: gradient steps when the run does not say (``--iterations``)
     default_iterations: ClassVar[int | None] = 3000
     #: outer update every ``inner_steps`` gradient steps (0: never)
@@ -140,7 +163,7 @@ class Method:
             return state.network(state.z).detach()
 
     def loss(self, state, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"data": data_fidelity(state.physics, x, state.y)}
+        return {"data": data_term(state, x)}
 
     def before_update(self, state) -> None:
         """After ``backward``, before ``optimizer.step()``."""

@@ -8,7 +8,7 @@ import torch
 
 from ..physics.noise import estimate_noise_sigma, known_sigma
 from ..priors.tv import tv
-from .base import Method, data_fidelity
+from .base import Method, data_term
 from .registry import register
 
 __all__ = ["DIPConstrained", "estimate_noise_sigma"]
@@ -105,7 +105,7 @@ class DIPConstrained(Method):
         state.aux["lam"] = torch.full((B,), self.lam0, dtype=y.dtype, device=y.device)
 
     def loss(self, state, x):
-        return {"data": data_fidelity(state.physics, x, state.y),
+        return {"data": data_term(state, x),
                 "tv": tv(x, eps=self.eps) / state.aux["lam"]}
 
     def outer_update(self, state):

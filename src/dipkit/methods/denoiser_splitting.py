@@ -12,7 +12,7 @@ import torch
 from ..physics.linalg import geometric, sqnorm
 from ..priors.denoisers import prox_power
 from ._denoising import NetworkDenoiserMethod
-from .base import count, data_fidelity, nonneg, positive
+from .base import count, data_term, nonneg, positive
 from .registry import register
 
 __all__ = ["DIPDenoiserSplitting", "DIPDenoiserHQS", "DIPDenoiserADMM"]
@@ -54,7 +54,7 @@ class DIPDenoiserSplitting(NetworkDenoiserMethod):
 
     def loss(self, state, x):
         beta = self.coupling(state, state.outer_step) * state.opnorm_sq()
-        return {"data": data_fidelity(state.physics, x, state.y),
+        return {"data": data_term(state, x),
                 "split": 0.5 * beta * sqnorm(x - self.target(state))}
 
     def outer_update(self, state):

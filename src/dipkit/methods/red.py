@@ -11,7 +11,7 @@ import torch
 
 from ..physics.linalg import nesterov_t, sqnorm
 from ._denoising import NetworkDenoiserMethod
-from .base import count, data_fidelity, nonneg
+from .base import count, data_term, nonneg
 from .registry import register
 
 __all__ = ["DeepRED"]
@@ -99,7 +99,7 @@ class DeepRED(NetworkDenoiserMethod):
 
     def loss(self, state, x):
         w = self.lam * self.L * state.opnorm_sq()
-        return {"data": data_fidelity(state.physics, x, state.y),
+        return {"data": data_term(state, x),
                 "red": 0.5 * w * sqnorm(x - state.aux["u"])}
 
     def outer_update(self, state):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import DipkitError
-from .base import Method, data_fidelity
+from .base import Method, data_term
 from .registry import register
 
 __all__ = ["SelfGuidedDIP"]
@@ -175,7 +175,7 @@ class SelfGuidedDIP(Method):
             self._outputs = None
         else:
             d = (x - state.z).pow(2).flatten(1).sum(1)
-        return {"data": data_fidelity(state.physics, x, state.y),
+        return {"data": data_term(state, x),
                 "self_guidance": (0.5 * self.lam * state.opnorm_sq()) * d}
 
     def before_update(self, state) -> None:

@@ -12,7 +12,7 @@ import torch
 
 from ..engine.output import OutputRule
 from ..errors import DipkitError
-from .base import Method, count, data_fidelity
+from .base import Method, count, data_term
 from .registry import register
 
 __all__ = ["SGLD", "PosteriorMean"]
@@ -171,7 +171,7 @@ class SGLD(Method):
         return torch.optim.SGD(groups, lr=self.lr, momentum=0.0, weight_decay=2.0 * self.lam)
 
     def loss(self, state, x):
-        data = data_fidelity(state.physics, x, state.y)
+        data = data_term(state, x)
         # the value is ½‖Ax − y‖² (comparable with other methods); the gradient that of ½‖Ax − y‖²/(n‖A‖²)
         scaled = data / (state.opnorm_sq() * x[0].numel())
         return {"data": data.detach() + (scaled - scaled.detach())}

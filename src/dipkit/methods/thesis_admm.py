@@ -12,7 +12,7 @@ import torch
 from ..physics.linalg import bview, nesterov_t, sqnorm
 from ..priors.denoisers import prox_power
 from ._denoising import NetworkDenoiserMethod
-from .base import count, data_fidelity, nonneg, positive
+from .base import count, data_fidelity, data_term, nonneg, positive
 from .registry import register
 
 __all__ = ["ThesisADMM", "DIPADMMv1", "DIPADMMv2"]
@@ -148,6 +148,8 @@ class DIPADMMv1(ThesisADMM):
     """
 
     name = "dip-admm-v1"
+    #: the data term is in the classical x-update, not in the network's loss: data.subset does not apply
+    stochastic_data = False
     description = "DIP-ADMM-v1: ADMM on ½‖b−Ax‖² + R(x), x = G(θ); x-step by ISTA/FISTA with the denoiser as prox"
     reference = "Hybrid DIP-ADMM thesis, Alg. 1 (§3.2.1)"
     algorithm = "thesis Alg. 1"
@@ -237,5 +239,5 @@ class DIPADMMv2(ThesisADMM):
         return self.denoise(G - state.aux["u"], self.denoiser_sigma)
 
     def loss(self, state, x):
-        return {"data": data_fidelity(state.physics, x, state.y),
+        return {"data": data_term(state, x),
                 "split": self.coupling_term(state, x)}

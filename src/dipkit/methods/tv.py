@@ -11,7 +11,7 @@ re-tuned on our operator (documented per class).
 from __future__ import annotations
 
 from ..priors.tv import tv
-from .base import Method, data_fidelity
+from .base import Method, data_term
 from .registry import register
 
 __all__ = ["DIPTV"]
@@ -70,5 +70,5 @@ class DIPTV(Method):
         self.alpha, self.eps = float(alpha), float(eps)
 
     def loss(self, state, x):
-        return {"data": data_fidelity(state.physics, x, state.y),
+        return {"data": data_term(state, x),
                 "tv": self.alpha * tv(x, eps=self.eps)}

@@ -20,7 +20,7 @@ import torch
 from ..physics.linalg import geometric
 from ..priors.tv import grad, prox_tv
 from ..priors.wtv import adaptive_weights, prox_wtv_split
-from .base import Method, data_fidelity
+from .base import Method, data_fidelity, data_term
 from .registry import register
 
 __all__ = ["DIPTVHQS", "DIPWTVADMM", "hqs_alpha_schedule"]
@@ -120,7 +120,7 @@ class DIPTVHQS(Method):
     def loss(self, state, x):
         mu = self.mu_k(state.outer_step + 1)
         u = state.aux["u"]
-        return {"data": data_fidelity(state.physics, x, state.y),
+        return {"data": data_term(state, x),
                 "coupling": 0.5 * mu * (x - u).pow(2).flatten(1).sum(1)}
 
     def outer_update(self, state):
@@ -213,7 +213,7 @@ class DIPWTVADMM(Method):
 
     def loss(self, state, x):
         d = grad(x) - state.aux["u"] + state.aux["w"]
-        return {"data": data_fidelity(state.physics, x, state.y),
+        return {"data": data_term(state, x),
                 "admm": 0.5 * self.gamma * d.pow(2).flatten(1).sum(1)}
 
     def outer_update(self, state):
