@@ -306,7 +306,9 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
 
     ``metrics.json`` holds ``method, task, iterations`` (steps run; null for a
     direct method such as FBP), ``wall_time_s, iterations_per_s, psnr, ssim`` (of the saved
-    reconstruction), ``peak: {psnr, iteration}`` (the best PSNR in the history: an oracle),
+    reconstruction), ``peak: {psnr, iteration}`` (the best PSNR in the history: an oracle; with an ensemble
+    the history holds the members' mean PSNR, while ``psnr`` and ``final`` are those of the members'
+    mean image, which is usually higher),
     ``final: {psnr, ssim, iteration}``, ``early_stop: {rule, mode, iteration, psnr, ssim[, misfit]}``
     (the first stopping rule's selection, which is the reconstruction) or null, ``selections``
     (every rule's selection, by rule; with an ensemble, the mean over members), ``ensemble``
