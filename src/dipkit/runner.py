@@ -66,13 +66,17 @@ def resolve_device(name: str) -> torch.device:
 def resolve_config(cfg: RunConfig, method, problem) -> RunConfig:
     """A copy of ``cfg`` with every default that depends on the problem or the network resolved:
     the method's hyper-parameters as used (a learning rate left to the network preset is set on
-    ``method`` here), the step budget, the network input kind (``auto`` → per task) and the
-    stopping rule (``auto`` → ``val`` for network methods, none for baselines)."""
+    ``method`` here), the step budget, the network input kind (``auto`` → per task), the
+    stopping rule (``auto`` → ``val`` for network methods, none for baselines) and the precision
+    (``auto`` → ``bf16`` where the problem's device does bf16 natively and the method allows it,
+    else ``fp32``: :mod:`dipkit.precision`)."""
     from .inputs import resolve_input_kind
     from .nets import NETS
+    from .precision import resolve_precision
     from .stopping import resolve_rule
 
     out = copy.deepcopy(cfg)
+    out.precision = resolve_precision(cfg.precision, problem.y.device, method)
     out.early_stop.rule = resolve_rule(cfg.early_stop.rule, method)
     if method.uses_network and getattr(method, "lr", 0.0) is None:
         method.lr = float(NETS[cfg.net.name].lr)
@@ -134,6 +138,13 @@ def _user_net(net, problem, cfg: RunConfig, gen, device):
     return copy_, z
 
 
+def _autocast_dtype(cfg: RunConfig, method, device) -> torch.dtype | None:
+    """``torch.bfloat16`` when the run's (resolved) precision is bf16, else None (full precision)."""
+    from .precision import resolve_precision
+
+    return torch.bfloat16 if resolve_precision(cfg.precision, device, method) == "bf16" else None
+
+
 def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=None):
     """The engine :class:`~dipkit.engine.State` of ``method`` on ``problem`` (already on ``device``,
     ``cfg`` resolved): the seeded generator, the network and its input for network methods, the step
@@ -149,7 +160,7 @@ def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=No
     y = problem.y if n == 1 else problem.y.repeat(n, *[1] * (problem.y.ndim - 1))
     state = State(physics=problem.physics, y=y, max_steps=steps, generator=None, meta=problem.state_meta(),
                   report_every=int(cfg.log_every),
-                  autocast_dtype=torch.bfloat16 if cfg.precision == "bf16" else None)
+                  autocast_dtype=_autocast_dtype(cfg, method, problem.y.device))
     gens, nets, zs = [], [], []
     for i in range(n):
         # member i is built exactly as a run with seed + i (global seed, then input, then network)
@@ -310,7 +321,8 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
     members' selections), ``uncertainty`` (``{mean_std, calibration}`` when an uncertainty map is
     written: ensembles and SGLD), ``validation`` (the held-out split and, with
     ``validation.refit``, the refit: ``{fraction, seed, held_out, fill, iteration, misfit, psnr,
-    refit: {iterations, psnr, ssim} | null}``) or null, ``stop_reason``, ``device``, ``fov_mask``,
+    refit: {iterations, psnr, ssim} | null}``) or null, ``stop_reason``, ``device``, ``precision``
+    (as resolved: ``fp32`` or ``bf16``), ``fov_mask``,
     ``params`` (the method's hyper-parameters as used), ``request`` (the configuration as asked,
     before defaults were resolved), ``dipkit_version``, ``problem_file`` and ``problem_sha256``
     (when the problem was loaded from a file; else null), ``rollbacks`` (self-healing:
@@ -461,6 +473,7 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
         validation=val_info,
         stop_reason=state.stop_reason,
         device=str(device),
+        precision=resolved.precision,
         fov_mask=bool(cfg.fov_mask),
         params=method.config(),
         ensemble=ens_info,

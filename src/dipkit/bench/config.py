@@ -6,7 +6,7 @@ Schema (every key optional unless marked *required*)::
     seeds: [0, 1, 2]            # run seeds (network init, input, per-step noise); default [0]
     defaults:                   # RunConfig settings for every method (a method entry overrides them)
       device: auto              # auto | cpu | cuda | cuda:N
-      precision: fp32           # fp32 | bf16
+      precision: auto           # auto (bf16 where native, else fp32) | fp32 | bf16
       log_every: 10             # history / PSNR sampling period (steps)
       fov_mask: false           # CT: measure PSNR/SSIM inside the inscribed disc only
       iterations: 2000          # steps (a method's own default when absent)
