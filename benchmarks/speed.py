@@ -43,6 +43,13 @@ def _block_time(fn, steps: int, threads: int) -> tuple[float, float, float]:
     return wall / steps, cpu / steps, cpu / (threads * wall)
 
 
+def _write(record: dict) -> None:
+    """Write ``record`` to ``--out`` atomically."""
+    with open(args.out + ".tmp", "w") as fh:
+        json.dump(record, fh, indent=1)
+    os.replace(args.out + ".tmp", args.out)
+
+
 def _problem(size: int, views: int = 60):
     import dipkit
 
@@ -172,6 +179,7 @@ def main() -> None:
             if args.bf16:
                 res["ratio_bf16"] = res["reference_s_per_step"] / res["dipkit-bf16_s_per_step"]
             record["results"].append(res)
+            _write(record)  # after every result: an interrupted benchmark keeps what it measured
             print(f"{size}² {net_name:<11} reference {res['reference_s_per_step']:.4f} s/step  "
                   f"dipkit {res['dipkit_s_per_step']:.4f} s/step  ratio {res['ratio']:.2f}×  "
                   f"operator {100 * res['operator_share']:.0f} % of a dipkit step"
@@ -179,9 +187,7 @@ def main() -> None:
                      if args.bf16 else "")
                   + (f"  (CONTENDED: CPU share {res['dipkit_cpu_share']:.2f}; CPU-time ratio "
                      f"{res['cpu_ratio']:.2f}×)" if res["contended"] else ""), flush=True)
-    with open(args.out + ".tmp", "w") as fh:
-        json.dump(record, fh, indent=1)
-    os.replace(args.out + ".tmp", args.out)
+    _write(record)
     print(f"wrote {args.out}")
 
 
