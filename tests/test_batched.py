@@ -12,6 +12,15 @@ from dipkit.errors import DipkitError
 from .conftest import TINY_NET
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread (small problems; restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def ct16():
     from dipkit.tasks import get_task
@@ -39,7 +48,6 @@ def test_batched_seeds_equal_one_by_one(ct16, tmp_path):
     from dipkit.config import RunConfig
     from dipkit.runner import reconstruct
 
-    torch.set_num_threads(1)
     cfg = _cfg("aseqdip", iterations=50)
     seeds = [0, 3]
     outs = [tmp_path / f"b{s}" for s in seeds]
@@ -77,7 +85,6 @@ def test_bench_batch_seeds_matches_one_by_one(tmp_path):
 
     from .test_bench import tiny_bench
 
-    torch.set_num_threads(1)
     cfg = tiny_bench(seeds=[0, 1, 2])
     plan = plan_runs(parse_bench_config(cfg), tmp_path)
     assert [[(s.label, s.seed) for s in g] for g in group_runs(plan)] == [
