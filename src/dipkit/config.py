@@ -134,7 +134,7 @@ class RunConfig:
     iterations: int | None = None  # None: the method's default (dip: 3000, tv: 500)
     seed: int = 0
     device: str = "auto"
-    precision: str = "fp32"  # or "bf16" (autocast of the network)
+    precision: str = "auto"  # auto (bf16 where native, else fp32), fp32, bf16 (autocast of the network): dipkit.precision
     log_every: int = 10
     fov_mask: bool = False
     ensemble: int = 1  # N > 1: N independently seeded runs (seeds seed … seed+N−1) as one batch
@@ -246,8 +246,9 @@ class RunConfig:
             raise DipkitError(f"--ensemble needs a network method; {self.method!r} is deterministic")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise DipkitError(f"device must be auto, cpu or cuda, got {self.device!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise DipkitError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        from .precision import check_precision
+
+        check_precision(self.precision)
         if not isinstance(self.fov_mask, bool):
             raise DipkitError(f"fov_mask must be true or false, got {self.fov_mask!r}")
         check_options(self.net.name, self.net.options)

@@ -66,13 +66,17 @@ def resolve_device(name: str) -> torch.device:
 def resolve_config(cfg: RunConfig, method, problem) -> RunConfig:
     """A copy of ``cfg`` with every default that depends on the problem or the network resolved:
     the method's hyper-parameters as used (a learning rate left to the network preset is set on
-    ``method`` here), the step budget, the network input kind (``auto`` → per task) and the
-    stopping rule (``auto`` → ``val`` for network methods, none for baselines)."""
+    ``method`` here), the step budget, the network input kind (``auto`` → per task), the
+    stopping rule (``auto`` → ``val`` for network methods, none for baselines) and the precision
+    (``auto`` → ``bf16`` where the problem's device does bf16 natively and the method allows it,
+    else ``fp32``: :mod:`dipkit.precision`)."""
     from .inputs import resolve_input_kind
     from .nets import NETS
+    from .precision import resolve_precision
     from .stopping import resolve_rule
 
     out = copy.deepcopy(cfg)
+    out.precision = resolve_precision(cfg.precision, problem.y.device, method)
     out.early_stop.rule = resolve_rule(cfg.early_stop.rule, method)
     if method.uses_network and getattr(method, "lr", 0.0) is None:
         method.lr = float(NETS[cfg.net.name].lr)
@@ -134,7 +138,14 @@ def _user_net(net, problem, cfg: RunConfig, gen, device):
     return copy_, z
 
 
-def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=None):
+def _autocast_dtype(cfg: RunConfig, method, device) -> torch.dtype | None:
+    """``torch.bfloat16`` when the run's (resolved) precision is bf16, else None (full precision)."""
+    from .precision import resolve_precision
+
+    return torch.bfloat16 if resolve_precision(cfg.precision, device, method) == "bf16" else None
+
+
+def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=None, seeds=None):
     """The engine :class:`~dipkit.engine.State` of ``method`` on ``problem`` (already on ``device``,
     ``cfg`` resolved): the seeded generator, the network and its input for network methods, the step
     budget, the problem's metadata and the engine settings (precision, history interval).
@@ -146,15 +157,19 @@ def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=No
 
     steps = 1 if getattr(method, "direct", False) else int(cfg.iterations or method.default_iterations)
     n = int(cfg.ensemble) if method.uses_network else 1
+    if seeds is None:
+        seeds = [int(cfg.seed) + i for i in range(n)]
+    elif method.uses_network:
+        n = len(seeds)
     y = problem.y if n == 1 else problem.y.repeat(n, *[1] * (problem.y.ndim - 1))
     state = State(physics=problem.physics, y=y, max_steps=steps, generator=None, meta=problem.state_meta(),
                   report_every=int(cfg.log_every),
-                  autocast_dtype=torch.bfloat16 if cfg.precision == "bf16" else None)
+                  autocast_dtype=_autocast_dtype(cfg, method, problem.y.device))
     gens, nets, zs = [], [], []
     for i in range(n):
-        # member i is built exactly as a run with seed + i (global seed, then input, then network)
-        torch.manual_seed(int(cfg.seed) + i)
-        gen = torch.Generator(device=device).manual_seed(int(cfg.seed) + i)
+        # member i is built exactly as a run with seed seeds[i] (global seed, then input, then network)
+        torch.manual_seed(int(seeds[i]))
+        gen = torch.Generator(device=device).manual_seed(int(seeds[i]))
         gens.append(gen)
         if method.uses_network:
             from .inputs import make_input
@@ -316,7 +331,8 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
     members' selections), ``uncertainty`` (``{mean_std, calibration}`` when an uncertainty map is
     written: ensembles and SGLD), ``validation`` (the held-out split and, with
     ``validation.refit``, the refit: ``{fraction, seed, held_out, fill, iteration, misfit, psnr,
-    refit: {iterations, psnr, ssim} | null}``) or null, ``stop_reason``, ``device``, ``fov_mask``,
+    refit: {iterations, psnr, ssim} | null}``) or null, ``stop_reason``, ``device``, ``precision``
+    (as resolved: ``fp32`` or ``bf16``), ``fov_mask``,
     ``params`` (the method's hyper-parameters as used), ``request`` (the configuration as asked,
     before defaults were resolved), ``dipkit_version``, ``problem_file`` and ``problem_sha256``
     (when the problem was loaded from a file; else null), ``rollbacks`` (self-healing:
@@ -398,6 +414,33 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
         save_checkpoint(out / CHECKPOINT, document("main", {}))  # step 0: the configuration only
     main = _run_once(method, problem, resolved, device, split=split, rules=rules, mask=mask, quiet=quiet,
                      console=console, restore=runs_done.get("main"), checkpoint=checkpointer("main", {}), net=net)
+
+    def do_refit(val_cb) -> _Run:
+        """Rerun on all data for the val rule's k* steps."""
+        again = copy.deepcopy(resolved)
+        again.iterations = int(val_cb.iteration)
+        earlier = {}
+        if checkpointing:  # the main run, complete: a resumed refit replays it (no steps) for its results
+            earlier = {"main": main.state_dict(main.wall)}
+            if "refit" not in runs_done:
+                save_checkpoint(out / CHECKPOINT, document("refit", earlier))
+        refit = _run_once(again.validate(), problem, again, device, split=None, rules=[], mask=mask,
+                          quiet=quiet, console=console, restore=runs_done.get("refit"),
+                          checkpoint=checkpointer("refit", earlier), net=net)
+        return refit
+
+    return _finish(main, method=method, problem=problem, cfg=cfg, resolved=resolved, split=split, mask=mask,
+                   device=device, request=request, resumed_at=resumed_at, out=out, dicom=dicom, net=net,
+                   do_refit=do_refit)
+
+
+def _finish(main: _Run, *, method, problem, cfg: RunConfig, resolved: RunConfig, split, mask, device, request,
+            resumed_at, out, dicom, net, do_refit) -> RunResult:
+    """The result of a finished run (``main``): selections, metrics, estimates; writes ``out`` when
+    given. ``do_refit(val_cb) -> _Run``: the refit of ``validation.refit`` (None: no refit)."""
+    from . import __version__
+
+    direct = getattr(method, "direct", False)
     state, recorder = main.state, main.recorder
     history = recorder.history()
     final = state.estimate
@@ -419,17 +462,8 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
         val_cb = next(cb for cb in main.rules if cb.rule == "val")
         val_info = {**split.describe(), **{k: v for k, v in selection(val_cb, problem, mask).items()
                                            if k in ("iteration", "misfit", "psnr", "ssim")}, "refit": None}
-        if cfg.validation.refit and val_cb.iteration:
-            again = copy.deepcopy(resolved)
-            again.iterations = int(val_cb.iteration)
-            earlier = {}
-            if checkpointing:  # the main run, complete: a resumed refit replays it (no steps) for its results
-                earlier = {"main": main.state_dict(main.wall)}
-                if "refit" not in runs_done:
-                    save_checkpoint(out / CHECKPOINT, document("refit", earlier))
-            refit = _run_once(again.validate(), problem, again, device, split=None, rules=[], mask=mask,
-                              quiet=quiet, console=console, restore=runs_done.get("refit"),
-                              checkpoint=checkpointer("refit", earlier), net=net)
+        if do_refit is not None and cfg.validation.refit and val_cb.iteration:
+            refit = do_refit(val_cb)
             recon = chosen = estimates["refit"] = refit.state.estimate
             p, s = metric_pair(recon, problem, mask)
             val_info["refit"] = {"iterations": refit.state.step, "psnr": p, "ssim": s}
@@ -467,6 +501,7 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
         validation=val_info,
         stop_reason=state.stop_reason,
         device=str(device),
+        precision=resolved.precision,
         fov_mask=bool(cfg.fov_mask),
         params=method.config(),
         ensemble=ens_info,

@@ -4,9 +4,12 @@ Schema (every key optional unless marked *required*)::
 
     description: one line, shown by ``dipkit bench --list``
     seeds: [0, 1, 2]            # run seeds (network init, input, per-step noise); default [0]
+    batch_seeds: true           # the seeds of one (case instance, method) run as one batched engine
+                                # run (dipkit.batched) where the method allows it: true (default) |
+                                # false | N (at most N seeds per batch); same run dirs and results
     defaults:                   # RunConfig settings for every method (a method entry overrides them)
       device: auto              # auto | cpu | cuda | cuda:N
-      precision: fp32           # fp32 | bf16
+      precision: auto           # auto (bf16 where native, else fp32) | fp32 | bf16
       log_every: 10             # history / PSNR sampling period (steps)
       fov_mask: false           # CT: measure PSNR/SSIM inside the inscribed disc only
       iterations: 2000          # steps (a method's own default when absent)
@@ -34,6 +37,7 @@ Schema (every key optional unless marked *required*)::
                                 # drops the default net's options)
         device: …  precision: …  log_every: …  fov_mask: …
         seeds: [0]              # overrides the top-level seeds for this method
+        batch_seeds: false      # overrides the top-level batch_seeds for this method
         cases: [ct30-views18]   # only these cases (names or fnmatch patterns; default all)
 
 A *case* is one task with one setting of its options; it has one or more *instances* (image ×
@@ -61,12 +65,12 @@ from ..errors import DipkitError
 __all__ = ["BenchConfig", "CaseSpec", "Instance", "MethodSpec", "load_bench_config", "parse_bench_config",
            "list_presets", "preset_path"]
 
-TOP_KEYS = ("description", "seeds", "defaults", "cases", "methods")
+TOP_KEYS = ("description", "seeds", "batch_seeds", "defaults", "cases", "methods")
 RUN_KEYS = ("iterations", "device", "precision", "log_every", "fov_mask", "net", "input", "early_stop")
 DEFAULT_KEYS = RUN_KEYS
 CASE_KEYS = ("name", "task", "sample", "samples", "image", "images", "size", "channels", "options",
              "noise_seeds")
-METHOD_KEYS = ("method", "label") + RUN_KEYS + ("params", "seeds", "cases")
+METHOD_KEYS = ("method", "label") + RUN_KEYS + ("params", "seeds", "cases", "batch_seeds")
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._+-]+")
 
@@ -140,6 +144,7 @@ class MethodSpec:
     run: dict  # RunConfig.update() input (without seed)
     seeds: list[int]
     cases: list[str] | None  # patterns
+    batch_seeds: int = 0  # seeds per batched run: 0 all (default), 1 one by one, N at most N
 
     def applies_to(self, case: str) -> bool:
         return self.cases is None or any(fnmatch.fnmatchcase(case, p) for p in self.cases)
@@ -273,6 +278,17 @@ def _merge_run(defaults: dict, own: dict) -> dict:
     return merged
 
 
+def _batch_seeds(value: Any, where: str) -> int:
+    """``batch_seeds``: true → 0 (all seeds in one batch), false → 1 (one by one), N ≥ 1 → N."""
+    if value is True:
+        return 0
+    if value is False:
+        return 1
+    if isinstance(value, int) and value >= 1:
+        return value
+    raise DipkitError(f"{where}: expected true, false or a positive integer, got {value!r}")
+
+
 def parse_bench_config(data: Any, *, base_dir: str | Path = ".", source: str = "bench config") -> BenchConfig:
     """Build a :class:`BenchConfig` from the YAML document ``data`` (schema: module docs)."""
     if not isinstance(data, dict):
@@ -281,6 +297,7 @@ def parse_bench_config(data: Any, *, base_dir: str | Path = ".", source: str = "
     base_dir = Path(base_dir)
     description = " ".join(str(data.get("description") or "").split())
     seeds = _int_list(data.get("seeds", [0]), f"{source}: seeds")
+    batch_seeds = _batch_seeds(data.get("batch_seeds", True), f"{source}: batch_seeds")
     defaults = _run_section(_check_keys(data.get("defaults"), DEFAULT_KEYS, f"{source}: defaults"),
                             f"{source}: defaults")
 
@@ -359,7 +376,9 @@ def parse_bench_config(data: Any, *, base_dir: str | Path = ".", source: str = "
             for p in pats:
                 if not any(fnmatch.fnmatchcase(n, p) for n in names):
                     raise DipkitError(f"{where}.cases: {p!r} matches no case (cases: {', '.join(names)})")
-        spec = MethodSpec(label=label, method=method, run=run, seeds=m_seeds, cases=pats)
+        m_batch = (_batch_seeds(entry["batch_seeds"], f"{where}.batch_seeds") if "batch_seeds" in entry
+                   else batch_seeds)
+        spec = MethodSpec(label=label, method=method, run=run, seeds=m_seeds, cases=pats, batch_seeds=m_batch)
         spec.run_config(m_seeds[0])  # parse errors (bad keys/values) now
         methods.append(spec)
     labels = [m.label for m in methods]

@@ -9,7 +9,7 @@ from ..errors import DipkitError
 from ..io import save_yaml
 from .config import BenchConfig, load_bench_config, parse_bench_config
 from .executors import make_executor
-from .grid import plan_runs, prepare_case, run_is_complete
+from .grid import group_runs, plan_runs, prepare_case, run_is_complete
 from .report import write_reports
 
 __all__ = ["run_bench", "BenchResult"]
@@ -30,7 +30,9 @@ def run_bench(config: str | Path | dict | BenchConfig, out: str | Path, *, execu
     """Run a bench: ``config`` is a YAML path, a parsed mapping or a :class:`BenchConfig`.
 
     Every case instance is simulated once into ``OUT/cases/<case>/<instance>/problem.npz``; every
-    (instance, method, seed) is run by :func:`dipkit.runner.reconstruct` into its own run dir; then
+    (instance, method, seed) is run by :func:`dipkit.runner.reconstruct` into its own run dir — the
+    seeds of one (instance, method) as one batched run (:mod:`dipkit.batched`, ``batch_seeds``) where
+    the method allows it, with the same run dirs and results; then
     the reports are written (see :mod:`dipkit.bench.report`). With ``resume``, instances whose
     ``problem.npz`` and ``case.json`` match are reused, runs with a ``metrics.json`` (and the same
     ``config.yaml``) are skipped, and runs interrupted after a checkpoint continue from their
@@ -92,7 +94,11 @@ def run_bench(config: str | Path | dict | BenchConfig, out: str | Path, *, execu
             say(f"[{len(done)}/{len(todo)}] {name}: FAILED: {rec['error']}" + (f" ({spec.out}/error.txt)" if spec else ""))
 
     if todo:
-        ex.map([s.job(resume=resume and (s.case, s.instance) not in fresh) for s in todo], on_done)
+        def job(s):
+            return s.job(resume=resume and (s.case, s.instance) not in fresh)
+
+        jobs = [job(g[0]) if len(g) == 1 else {"group": [job(s) for s in g]} for g in group_runs(todo)]
+        ex.map(jobs, on_done)
     text = (Path(bench.source).read_text(encoding="utf-8") if Path(bench.source).is_file()
             else (out / "bench.yaml").read_text(encoding="utf-8"))
     title = f"dipkit bench: {Path(bench.source).stem if Path(bench.source).is_file() else out.name}"

@@ -1,7 +1,8 @@
 """Executors: where the runs of a bench grid run.
 
-Every executor calls :func:`execute_run` on a picklable job (problem file, run config, run dir) and
-hands its small result record (``key, status, error, wall_s``) to a callback as runs finish. The
+Every executor calls :func:`execute_job` on a picklable job — one run (problem file, run config,
+run dir: :func:`execute_run`) or a group of seeds run as one batch (:func:`execute_group`) — and
+hands each run's small result record (``key, status, error, wall_s``) to a callback as runs finish. The
 run writes its own run dir (``metrics.json`` last); the report is built from the run dirs, so
 results do not depend on the executor.
 
@@ -28,7 +29,8 @@ from typing import Callable, Iterable
 
 from ..errors import DipkitError
 
-__all__ = ["execute_run", "LocalExecutor", "RayExecutor", "make_executor", "cpu_count", "ray_resources"]
+__all__ = ["execute_run", "execute_group", "execute_job", "LocalExecutor", "RayExecutor", "make_executor",
+           "cpu_count", "ray_resources"]
 
 
 def cpu_count() -> int:
@@ -82,6 +84,51 @@ def execute_run(job: dict) -> dict:
                 "wall_s": time.perf_counter() - t0, "psnr": None}
 
 
+def execute_group(job: dict) -> list[dict]:
+    """Run a group job (``{"group": [job, …]}``: the seeds of one case instance and method, see
+    :func:`dipkit.bench.grid.group_runs`) as one batched engine run (:func:`dipkit.batched.reconstruct_seeds`),
+    writing each seed's own run dir; one record per seed. When the batch cannot be run — a
+    self-healing rollback, an error, or a member with a checkpoint to resume — the seeds run one by
+    one (:func:`execute_run`), so a batched group never fails where single runs would succeed."""
+    import torch
+
+    from ..batched import reconstruct_seeds
+    from ..config import RunConfig
+    from ..problem import Problem
+    from ..rundir import CHECKPOINT, clear_status
+
+    jobs = job["group"]
+    if jobs[0].get("threads"):
+        torch.set_num_threads(int(jobs[0]["threads"]))
+    t0 = time.perf_counter()
+    results = None
+    if not any(j.get("resume") and (Path(j["out"]) / CHECKPOINT).is_file() for j in jobs):
+        try:
+            for j in jobs:
+                Path(j["out"]).mkdir(parents=True, exist_ok=True)
+                clear_status(j["out"])
+            problem = Problem.load(jobs[0]["problem"])
+            cfg = RunConfig.from_dict(jobs[0]["cfg"])
+            results = reconstruct_seeds(problem, cfg, [int(j["cfg"]["seed"]) for j in jobs],
+                                        [j["out"] for j in jobs])
+        except Exception:  # noqa: BLE001  (redone one by one, where each failure is recorded)
+            results = None
+    if results is None:
+        return [execute_run(j) for j in jobs]
+    wall = (time.perf_counter() - t0) / len(jobs)
+    return [{"key": j["key"], "status": "ok", "error": None, "wall_s": wall, "psnr": r.get("psnr"),
+             "resumed": False, "batched": len(jobs)} for j, r in zip(jobs, results)]
+
+
+def execute_job(job: dict) -> list[dict]:
+    """The records of a job: a single run (:func:`execute_run`) or a group (:func:`execute_group`)."""
+    return execute_group(job) if "group" in job else [execute_run(job)]
+
+
+def _job_keys(job: dict) -> list[dict]:
+    return job["group"] if "group" in job else [job]
+
+
 def _init_worker(threads: int) -> None:
     import torch
 
@@ -109,7 +156,8 @@ class LocalExecutor:
 
                 torch.set_num_threads(self.threads)
             for job in jobs:
-                callback(execute_run(job))
+                for rec in execute_job(job):
+                    callback(rec)
             return
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -117,14 +165,15 @@ class LocalExecutor:
         threads = self.threads or max(1, cpu_count() // self.workers)
         with ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_init_worker, initargs=(threads,)) as pool:
-            futures = {pool.submit(execute_run, job): job for job in jobs}
+            futures = {pool.submit(execute_job, job): job for job in jobs}
             for fut in as_completed(futures):
                 job = futures[fut]
                 try:
-                    rec = fut.result()
+                    recs = fut.result()
                 except Exception as exc:  # noqa: BLE001  (a worker died)
-                    rec = _lost(job, exc)
-                callback(rec)
+                    recs = [_lost(j, exc) for j in _job_keys(job)]
+                for rec in recs:
+                    callback(rec)
 
 
 def _lost(job: dict, exc: BaseException) -> dict:
@@ -174,20 +223,24 @@ class RayExecutor:
             started = True
         try:
             gpus = float(ray.cluster_resources().get("GPU", 0))
-            remote = ray.remote(execute_run)
+            remote = ray.remote(execute_job)
             refs = {}
             for job in jobs:
-                job = dict(job, threads=job.get("threads") or 1)
-                refs[remote.options(**ray_resources(job, gpus)).remote(job)] = job
+                if "group" in job:
+                    job = {"group": [dict(j, threads=j.get("threads") or 1) for j in job["group"]]}
+                else:
+                    job = dict(job, threads=job.get("threads") or 1)
+                refs[remote.options(**ray_resources(_job_keys(job)[0], gpus)).remote(job)] = job
             pending = list(refs)
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 for ref in done:
                     try:
-                        rec = ray.get(ref)
+                        recs = ray.get(ref)
                     except Exception as exc:  # noqa: BLE001  (worker crash, lost node …)
-                        rec = _lost(refs[ref], exc)
-                    callback(rec)
+                        recs = [_lost(j, exc) for j in _job_keys(refs[ref])]
+                    for rec in recs:
+                        callback(rec)
         finally:
             if started:
                 ray.shutdown()

@@ -26,7 +26,7 @@ from ..io import save_json, save_npy
 from ..rundir import is_complete
 from .config import BenchConfig, CaseSpec, Instance, MethodSpec
 
-__all__ = ["RunSpec", "prepare_case", "plan_runs", "run_is_complete", "load_naive"]
+__all__ = ["RunSpec", "prepare_case", "plan_runs", "group_runs", "run_is_complete", "load_naive"]
 
 
 @dataclass
@@ -42,6 +42,7 @@ class RunSpec:
     problem: str  # absolute path of problem.npz
     out: str  # absolute path of the run dir
     cfg: dict  # RunConfig.to_dict()
+    batch_seeds: int = 0  # the method entry's batch_seeds (0: all seeds in one batch, 1: one by one)
 
     @property
     def key(self) -> tuple[str, str, str, int]:
@@ -125,7 +126,40 @@ def _run_spec(case: CaseSpec, inst: Instance, m: MethodSpec, seed: int, d: Path)
     cfg = m.run_config(seed)
     return RunSpec(case=case.name, task=case.task, instance=inst.name, label=m.label, method=m.method,
                    seed=int(seed), problem=str(d / "problem.npz"), out=str(d / m.label / f"seed{seed}"),
-                   cfg=cfg.to_dict())
+                   cfg=cfg.to_dict(), batch_seeds=m.batch_seeds)
+
+
+def group_runs(specs: list[RunSpec]) -> list[list[RunSpec]]:
+    """``specs`` in groups that run as one batched engine run each (:mod:`dipkit.batched`): the
+    seeds of one (case instance, method label) when its ``batch_seeds`` allows and the method can
+    be batched (:func:`dipkit.batched.why_not_batched`), at most ``batch_seeds`` per group;
+    every other run is a group of one. Order is kept (a group sits where its first run was)."""
+    from ..batched import why_not_batched
+    from ..config import RunConfig
+
+    groups: list[list[RunSpec]] = []
+    open_: dict[tuple, list[RunSpec]] = {}
+    ok: dict[str, bool] = {}
+    for spec in specs:
+        if spec.batch_seeds == 1:
+            groups.append([spec])
+            continue
+        if spec.label not in ok:
+            try:
+                cfg = RunConfig.from_dict(spec.cfg)
+                ok[spec.label] = why_not_batched(cfg.validate(), cfg) is None
+            except DipkitError:
+                ok[spec.label] = False
+        if not ok[spec.label]:
+            groups.append([spec])
+            continue
+        key = (spec.case, spec.instance, spec.label)
+        group = open_.get(key)
+        if group is None or (spec.batch_seeds and len(group) >= spec.batch_seeds):
+            group = open_[key] = []
+            groups.append(group)
+        group.append(spec)
+    return groups
 
 
 def load_naive(problem_path: str | Path) -> np.ndarray | None:

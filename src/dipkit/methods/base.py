@@ -124,6 +124,10 @@ class Method:
     default_iterations: ClassVar[int | None] = 3000
     #: outer update every ``inner_steps`` gradient steps (0: never)
     inner_steps: int = 0
+    #: ``precision=auto`` may run the network in bf16 on hardware that does bf16 natively
+    #: (:mod:`dipkit.precision`); ``False``: the method's result degrades in bf16, so ``auto``
+    #: keeps it in fp32 (an explicit ``precision=bf16`` is still honoured unless the method refuses)
+    bf16_safe: ClassVar[bool] = True
 
     def __init__(self, *, lr: float | None = None, ema: float | None = None):
         #: Adam learning rate; ``None``: the network preset's (:attr:`dipkit.nets.NetPreset.lr`),

@@ -77,6 +77,7 @@ class LinearisedDIP(Method):
     reference = ("Jacot, Gabriel & Hongler, NeurIPS 2018 (NTK); Heckel & Soltanolkotabi, ICLR 2020; "
                  "CT paper §3.3")
     algorithm = "CT paper eqs. (11)-(14)"
+    bf16_safe = False  # forward-mode AD does not run under autocast: precision=auto keeps fp32
 
     def __init__(self, *, optimizer: str = "gd", step: float = 1.0, lr: float | None = None,
                  ema: float | None = None, power_iters: int = 20):
