@@ -49,8 +49,8 @@ def add_arguments(r) -> None:
                    help="override a setting: method hyper-parameters (lr=1e-4, alpha=…), net.NAME, "
                         "input.kind/channels/std/perturb, early_stop.window/patience/delta, "
                         "validation.fraction/seed/refit, healing.enabled/max_rollbacks/jump_factor/window, "
-                         "data.subset (stochastic DIP: share of CT views / MRI lines / image rows per step), "
-                         "log_every, precision (auto: bf16 where the hardware does it natively, else fp32; fp32; bf16)")
+                        "data.subset (stochastic DIP: share of CT views / MRI lines / image rows per step), "
+                        "log_every, precision (auto: bf16 where the hardware does it natively, else fp32; fp32; bf16)")
     r.add_argument("--config", help="YAML config (e.g. a run's config.yaml); --set and flags override it")
     r.add_argument("--out", help="run directory to write (new or empty, unless --overwrite)")
     r.add_argument("--overwrite", action="store_true",
