@@ -10,7 +10,7 @@ y^n`, FBP for CT, as in eq. 38; or ``adjoint``), the target the phantom::
         draw B phantoms x^n and noise η^n (one seeded generator);  y^n = A x^n + η^n
         z^n = A† y^n
         L(θ) = (1/B) Σ_n mean_pixels (f_θ(z^n) − x^n)²                       (eq. 38, a mean)
-        Adam step on θ (constant learning rate lr)
+        Adam step on θ (learning rate lr; schedule="cosine": decayed to lr/100 by the last step)
         at s = round(i·steps/K), i = 1 … K: record θ^(i)                      (the trajectory, §5.2)
 
 The operator is the task's (``task`` with its simulation options, at ``size``²) or that of an
@@ -104,7 +104,8 @@ def _psnr(x, ref) -> torch.Tensor:
 
 def pretrain(out: str | Path, *, task: str = "ct", like=None, size: int = 64, task_options: dict | None = None,
              net: str = "unet", net_options: dict | None = None, input_kind: str = "fbp", steps: int = 1000,
-             batch_size: int = 4, lr: float = 1e-3, seed: int = 0, checkpoints: int = 32, device: str = "cpu",
+             batch_size: int = 4, lr: float = 1e-3, schedule: str = "cosine", seed: int = 0, checkpoints: int = 32,
+             device: str = "cpu",
              threads: int | None = None, log_every: int = 100, quiet: bool = False) -> dict:
     """Pre-train ``net`` on random-ellipse phantoms for ``task`` (or the operator of the problem
     ``like``, a path or :class:`~dipkit.problem.Problem`) and write the weights, the trajectory and
@@ -115,6 +116,7 @@ def pretrain(out: str | Path, *, task: str = "ct", like=None, size: int = 64, ta
         ``dipkit simulate``); not with ``like``.
     :param net_options: network preset options (as ``net.<option>`` of a run).
     :param input_kind: ``fbp`` (A†y, default) or ``adjoint``; a run from these weights should use the same.
+    :param schedule: ``"cosine"`` (default: cosine decay from ``lr`` to ``lr/100``) or ``"constant"``.
     :param checkpoints: K, the trajectory snapshots (uniformly spaced; for ``subspace-dip``, k ≤ K − 1).
     """
     from . import __version__
@@ -132,6 +134,8 @@ def pretrain(out: str | Path, *, task: str = "ct", like=None, size: int = 64, ta
         raise DipkitError("pretrain needs steps ≥ 1, batch size ≥ 1, checkpoints ≥ 1 and size ≥ 8")
     if not float(lr) > 0:
         raise DipkitError(f"lr must be positive, got {lr}")
+    if schedule not in ("cosine", "constant"):
+        raise DipkitError(f"schedule must be cosine or constant, got {schedule!r}")
     if input_kind not in PRETRAIN_INPUTS:
         raise DipkitError(f"pre-training input must be one of {', '.join(PRETRAIN_INPUTS)}, got {input_kind!r}")
     net_options = dict(net_options or {})
@@ -171,6 +175,8 @@ def pretrain(out: str | Path, *, task: str = "ct", like=None, size: int = 64, ta
     model = build_net(net, z0.shape[1], c, **net_options).to(device=dev, dtype=problem.y.dtype)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=float(lr))
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=float(lr) / 100)
+             if schedule == "cosine" else None)
     names, shapes, _ = flat_parameters(model)
     k_snap = min(checkpoints, steps)
     snap_at = {round(i * steps / k_snap): i for i in range(1, k_snap + 1)}
@@ -183,6 +189,8 @@ def pretrain(out: str | Path, *, task: str = "ct", like=None, size: int = 64, ta
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
         losses[step - 1] = loss.detach()
         if step in snap_at:
             theta[snap_at[step] - 1] = flat_parameters(model)[2].float().cpu()
@@ -208,7 +216,8 @@ def pretrain(out: str | Path, *, task: str = "ct", like=None, size: int = 64, ta
         "noise": {"rule": rule, "value": level},
         "net": {"name": net, "options": net_options, "in_channels": int(z0.shape[1]), "out_channels": int(c),
                 "parameters": count_parameters(model)},
-        "input_kind": input_kind, "steps": steps, "batch_size": batch_size, "lr": float(lr), "seed": int(seed),
+        "input_kind": input_kind, "steps": steps, "batch_size": batch_size, "lr": float(lr), "schedule": schedule,
+        "seed": int(seed),
         "optimizer": "adam", "loss": "mean squared error f_θ(A†y) vs x (eq. 38)",
         "dataset": "random ellipses (dipkit.phantoms.random_ellipses), drawn on the fly",
         "final_loss": final_loss, "validation": val,
@@ -217,14 +226,14 @@ def pretrain(out: str | Path, *, task: str = "ct", like=None, size: int = 64, ta
         "dipkit_version": __version__, "torch": torch.__version__,
         "command": _command(out, task=problem.task, like=like, size=size, task_options=task_options, net=net,
                             net_options=net_options, input_kind=input_kind, steps=steps, batch_size=batch_size,
-                            lr=lr, seed=seed, checkpoints=checkpoints),
+                            lr=lr, schedule=schedule, seed=seed, checkpoints=checkpoints),
     }
     save_json(record_path(out), record)
     return record
 
 
-def _command(out, *, task, like, size, task_options, net, net_options, input_kind, steps, batch_size, lr, seed,
-             checkpoints) -> str:
+def _command(out, *, task, like, size, task_options, net, net_options, input_kind, steps, batch_size, lr, schedule,
+             seed, checkpoints) -> str:
     """The ``dipkit pretrain`` command that reproduces a :func:`pretrain` call."""
     parts = ["dipkit", "pretrain"]
     if like is not None and not hasattr(like, "physics"):
@@ -237,5 +246,5 @@ def _command(out, *, task, like, size, task_options, net, net_options, input_kin
     for k, v in net_options.items():
         parts += ["--set", f"net.{k}={v}"]
     parts += ["--input", input_kind, "--steps", str(steps), "--batch-size", str(batch_size), "--lr", f"{lr:g}",
-              "--seed", str(seed), "--checkpoints", str(checkpoints), "--out", str(out)]
+              "--schedule", schedule, "--seed", str(seed), "--checkpoints", str(checkpoints), "--out", str(out)]
     return shlex.join(parts)

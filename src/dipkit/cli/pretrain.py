@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=positive_int, default=1000, help="Adam steps (default 1000)")
     p.add_argument("--batch-size", type=positive_int, default=4, help="phantoms per step (default 4)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
+                   help="learning-rate schedule: cosine decay to lr/100 (default) or constant")
     p.add_argument("--checkpoints", type=positive_int, default=32,
                    help="trajectory snapshots K, uniformly spaced (default 32; subspace-dip's k ≤ K−1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the phantoms, noise and initialisation (default 0)")
@@ -63,8 +65,8 @@ def run(args) -> int:
         net_options[key[4:]] = value
     rec = pretrain(args.out, task=args.task, like=args.like, size=args.size, task_options=given, net=args.net,
                    net_options=net_options, input_kind=args.input_kind, steps=args.steps, batch_size=args.batch_size,
-                   lr=args.lr, seed=args.seed, checkpoints=args.checkpoints, device=args.device, threads=args.threads,
-                   log_every=args.log_every, quiet=args.quiet)
+                   lr=args.lr, schedule=args.schedule, seed=args.seed, checkpoints=args.checkpoints,
+                   device=args.device, threads=args.threads, log_every=args.log_every, quiet=args.quiet)
     val = rec["validation"]
     print(f"wrote {args.out} ({rec['steps']} steps, {rec['wall_time_s']:.0f} s, final loss {rec['final_loss']:.3e}; "
           f"held-out phantoms: input {val['psnr_input']:.2f} dB → output {val['psnr_output']:.2f} dB) "
