@@ -78,7 +78,7 @@ def initial_output(problem: Problem, cfg: RunConfig) -> torch.Tensor:
 
 
 def summarise(res, x0_psnr: float) -> dict:
-    steps, curve = res.history["step"], res.history["psnr"]
+    steps, curve = [int(s) for s in res.history["step"]], [float(p) for p in res.history["psnr"]]
     j = max(range(len(curve)), key=lambda i: curve[i])
     peak, peak_step = float(curve[j]), int(steps[j])
     within = next(int(s) for s, p in zip(steps, curve) if p >= peak - WITHIN_DB)
@@ -131,11 +131,12 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=3000, help="DIP steps per run (default 3000)")
     ap.add_argument("--lbfgs-steps", type=int, default=1000, help="L-BFGS iterations (default 1000)")
     ap.add_argument("--k", type=int, default=16, help="subspace dimension (default 16)")
-    ap.add_argument("--pretrain-steps", type=int, default=1500)
+    ap.add_argument("--pretrain-steps", type=int, default=2000)
     ap.add_argument("--pretrain-batch", type=int, default=4)
-    ap.add_argument("--pretrain-lr", type=float, default=3e-3)
+    ap.add_argument("--pretrain-lr", type=float, default=1e-3)
     ap.add_argument("--checkpoints", type=int, default=32)
     ap.add_argument("--only", nargs="+", help="run only these variants")
+    ap.add_argument("--reuse", action="store_true", help="read back variants whose run directory is complete")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -174,7 +175,14 @@ def main(argv=None) -> None:
         if name == "warm":
             images["warm start f_θ0(FBP)"] = x0[0]
         run_dir = out / "runs" / name
-        res = reconstruct(problem, cfg, run_dir, quiet=True)
+        if args.reuse and (run_dir / "metrics.json").is_file():  # a finished run (e.g. by another process)
+            from dipkit.rundir import RunResult, read_estimates, read_history, read_metrics
+
+            res = RunResult(read_metrics(run_dir))
+            res.history = {k: list(v) for k, v in read_history(run_dir).items()}
+            res.estimates = {k: torch.as_tensor(v)[None] for k, v in read_estimates(run_dir).items()}
+        else:
+            res = reconstruct(problem, cfg, run_dir, quiet=True)
         results[name] = {**summarise(res, float(psnr(x0, problem.x_true))),
                          "command": command(problem_file, spec, run_dir, args.seed)}
         curves[name] = (res.history["step"], res.history["psnr"])

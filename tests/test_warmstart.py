@@ -159,3 +159,14 @@ def test_pretrain_cli_end_to_end(tmp_path, ct_problem_file, capsys):
     assert metrics["iterations"] == 3 and metrics["params"]["k"] == 2
     assert main(["pretrain", "--like", str(ct_problem_file), "--views", "8", "--out", str(w)]) == 2
     assert main(["pretrain", "--task", "ct", "--set", "lr=1", "--out", str(w)]) == 2
+
+
+def test_python_api_pretrain_and_solve_with_weights(pretrained, ct_problem):
+    import dipkit
+
+    assert dipkit.pretrain is dipkit.warmstart.pretrain
+    net = {"name": "unet", "weights": str(pretrained), **TINY_NET}
+    res = dipkit.solve(ct_problem.y, ct_problem.physics, method="subspace-dip", net=net, iterations=3, k=2,
+                       x_true=ct_problem.x_true, early_stop="none")
+    assert res["iterations"] == 3 and res.reconstruction.shape == ct_problem.x_true.shape
+    assert res.config["net"]["options"]["weights"] == str(pretrained)

@@ -90,8 +90,8 @@ class SubspaceDIP(Method):
     :param leverage: fraction :math:`d_\tau/p` of parameters kept by the leverage-score mask M
         (``None``: no mask, the dense basis U).
     :param optimizer: ``"adam"`` (default) or ``"lbfgs"``.
-    :param lr: Adam's learning rate on γ (parameter units; default 0.1); for L-BFGS the initial step scale
-        of its strong-Wolfe line search (``None``: 1 for L-BFGS, 0.1 for Adam).
+    :param lr: Adam's learning rate on γ (parameter units; default 0.03); for L-BFGS the initial step scale
+        of its strong-Wolfe line search (``None``: 1 for L-BFGS, 0.03 for Adam).
     :param history: L-BFGS memory (default 10).
     :param trajectory: the pre-training trajectory file (default: beside ``net.weights``).
     :param ema: optional EMA decay of the output (default ``None``: the last iterate).
@@ -107,12 +107,12 @@ class SubspaceDIP(Method):
     needs_pretrained: ClassVar[bool] = True
 
     def __init__(self, *, k: int = 16, leverage: float | None = None, optimizer: str = "adam",
-                 lr: float | None = 0.1, history: int = 10, trajectory: str | None = None,
+                 lr: float | None = None, history: int = 10, trajectory: str | None = None,
                  ema: float | None = None):
         if optimizer not in ("adam", "lbfgs"):
             raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {optimizer!r}")
         if lr is None:
-            lr = 0.1 if optimizer == "adam" else 1.0
+            lr = 0.03 if optimizer == "adam" else 1.0
         super().__init__(lr=lr, ema=ema)
         self.lr = positive("lr", lr)
         self.k = count("k", k)
