@@ -8,6 +8,7 @@ import torch
 
 from dipkit.errors import DipkitError
 from tests.conftest import TINY_NET
+from tests.test_resume import _Killed, _same_run, interrupt  # noqa: F401  (fixture)
 
 
 def test_ellipses_are_seeded_and_in_range():
@@ -170,3 +171,25 @@ def test_python_api_pretrain_and_solve_with_weights(pretrained, ct_problem):
                        x_true=ct_problem.x_true, early_stop="none")
     assert res["iterations"] == 3 and res.reconstruction.shape == ct_problem.x_true.shape
     assert res.config["net"]["options"]["weights"] == str(pretrained)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_subspace_run_resumes_bit_for_bit(optimizer, pretrained, ct_problem, tiny_cfg, tmp_path, interrupt):
+    import os
+
+    from dipkit.runner import reconstruct
+
+    def cfg():
+        c = tiny_cfg("subspace-dip", iterations=20, k=3, optimizer=optimizer)
+        c.net.options["weights"] = str(pretrained)
+        c.checkpoint.every = 5
+        return c
+
+    ref = reconstruct(ct_problem, cfg(), tmp_path / "ref", quiet=True)
+    interrupt(10)
+    with pytest.raises(_Killed):
+        reconstruct(ct_problem, cfg(), tmp_path / "run", quiet=True)
+    os.environ.pop("DIPKIT_KILL_AFTER_CHECKPOINT")
+    res = reconstruct(ct_problem, cfg(), tmp_path / "run", quiet=True, resume=True)
+    assert res["resumed_at"] == [10]
+    _same_run(tmp_path / "ref", tmp_path / "run")
