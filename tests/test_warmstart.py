@@ -119,6 +119,13 @@ def test_subspace_moves_theta_only_within_span(params, pretrained, ct_problem, t
     coef = torch.linalg.lstsq(u.double(), d[idx].double().unsqueeze(1)).solution
     resid = d[idx].double() - (u.double() @ coef).squeeze(1)
     assert float(resid.norm()) <= 1e-5 * float(d.norm())  # θ − θ₀ ∈ span(M U)
+    from dipkit.methods.base import data_fidelity
+
+    gamma = aux["subspace/gamma"].detach()
+    with torch.no_grad():  # the optimiser (Adam, or L-BFGS with its line search) lowered L(γ)
+        l0, l1 = (float(data_fidelity(state.physics, method.network_at(state, state.z, g), state.y).sum())
+                  for g in (torch.zeros_like(gamma), gamma))
+    assert l1 < 0.9 * l0
     if "leverage" not in params:
         assert torch.allclose(u.T @ u, torch.eye(u.shape[1]), atol=1e-4)  # orthonormal basis
         assert idx.numel() == theta.numel()

@@ -23,7 +23,7 @@ network's parameters are restricted to the affine subspace (CT paper eq. 39)
 Only the k coefficients are optimised, so the run cannot leave span(MU) around θ0 (the low
 dimension regularises: less fitting of noise), and a quasi-Newton method is practical
 (``optimizer="lbfgs"``: :class:`torch.optim.LBFGS`, history ``history``, strong-Wolfe line search;
-one L-BFGS iteration per engine step, its line-search evaluations not counted as steps. L-BFGS reads
+one L-BFGS iteration per engine step, its line-search evaluations (at most 20) not counted as steps. L-BFGS reads
 the loss and gradient norms on the host by its design — the one exception to the engine's no-sync
 rule; ``adam`` keeps the loop sync-free).
 
@@ -54,6 +54,8 @@ from .registry import register
 __all__ = ["SubspaceDIP"]
 
 _P = "subspace/"
+#: most loss evaluations of one L-BFGS line search
+_LINE_SEARCH_EVALS = 20
 
 
 class _EngineLBFGS(torch.optim.LBFGS):
@@ -196,8 +198,10 @@ class SubspaceDIP(Method):
     def make_optimizer(self, groups) -> torch.optim.Optimizer:
         if self.optimizer == "adam":
             return torch.optim.Adam(groups)
-        return _EngineLBFGS(groups, self._evaluate, lr=self.lr, max_iter=1, history_size=self.history,
-                            line_search_fn="strong_wolfe")
+        # one L-BFGS iteration per engine step; max_eval bounds its line search (torch gives the line
+        # search max_eval − 1 evaluations: the default max_iter·5//4 = 1 would leave it none)
+        return _EngineLBFGS(groups, self._evaluate, lr=self.lr, max_iter=1, max_eval=1 + _LINE_SEARCH_EVALS,
+                            history_size=self.history, line_search_fn="strong_wolfe")
 
     def forward(self, state) -> torch.Tensor:
         self._state = state
