@@ -12,7 +12,9 @@ It does, in ``--out``:
    --batch-size B --lr LR --checkpoints K`` (weights, trajectory, JSON record);
 3. one run directory per variant (``runs/<name>``; vanilla DIP and the subspace DIP, all with the
    ``unet`` preset, FBP input, seed 0, last iterate, no early stopping):
-   ``cold`` (random init), ``warm`` (net.weights), ``warm-lr1e-3``, ``subspace-adam`` and ``subspace-lbfgs``;
+   ``cold`` (random init, the ``unet`` preset's lr 3e-3), ``warm`` (net.weights, the same lr), ``warm-lr3e-4``
+   and ``warm-lr1e-4`` (smaller steps keep the head start), ``subspace-adam``, ``subspace-lbfgs`` and
+   ``subspace-adam-lev0.1`` (leverage-score mask keeping 10 % of the parameters);
 4. ``warm_subspace.json`` (per variant: initial, peak, final PSNR, peak step, steps and seconds to come
    within 0.5 dB of the peak, overfitting = peak − final, wall time, the command) and
    ``warm_subspace.png`` (PSNR curves, Figure 9; training phantoms, FBP, the warm start's initial
@@ -43,11 +45,14 @@ def variants(weights: Path, steps: int, lbfgs_steps: int, k: int) -> dict[str, d
     return {
         "cold": {"method": "dip", "iterations": steps, "set": {"ema": None}},
         "warm": {"method": "dip", "iterations": steps, "set": {"ema": None, "net.weights": w}},
-        "warm-lr1e-3": {"method": "dip", "iterations": steps, "set": {"ema": None, "lr": 1e-3, "net.weights": w}},
+        "warm-lr3e-4": {"method": "dip", "iterations": steps, "set": {"ema": None, "lr": 3e-4, "net.weights": w}},
+        "warm-lr1e-4": {"method": "dip", "iterations": steps, "set": {"ema": None, "lr": 1e-4, "net.weights": w}},
         "subspace-adam": {"method": "subspace-dip", "iterations": steps,
                           "set": {"k": k, "optimizer": "adam", "net.weights": w}},
         "subspace-lbfgs": {"method": "subspace-dip", "iterations": lbfgs_steps,
                            "set": {"k": k, "optimizer": "lbfgs", "net.weights": w}},
+        "subspace-adam-lev0.1": {"method": "subspace-dip", "iterations": steps,
+                                 "set": {"k": k, "optimizer": "adam", "leverage": 0.1, "net.weights": w}},
     }
 
 
