@@ -48,6 +48,18 @@ def tiny_cfg():
     return make
 
 
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory, _private_cache_dir):
+    """Tiny pre-trained weights (+ trajectory, JSON) for the 32²/16-view CT problem of the fixtures, TINY_NET
+    (8 steps, 6 trajectory snapshots): for warm starts and subspace-dip."""
+    from dipkit.warmstart import pretrain
+
+    out = tmp_path_factory.mktemp("pretrain") / "w.pt"
+    pretrain(out, task="ct", size=32, task_options={"views": 16, "noise_level": 0.02}, net_options=TINY_NET,
+             steps=8, checkpoints=6, lr=3e-3, quiet=True)
+    return out
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache_dir(tmp_path_factory):
     """Tests never write to the user's cache (the CT system matrices are cached on disk)."""

@@ -10,17 +10,21 @@ from dipkit.runner import reconstruct
 
 #: per-method overrides for the 30-step smoke run (fast learning rates for tiny problems)
 SMOKE = {name: ({"lr": 1e-2} if "lr" in cls.hyperparameters() else {}) for name, cls in METHODS.items()}
+SMOKE["subspace-dip"] = {"k": 4, "lr": 0.3}
 
 
-def _cfg(tiny_cfg, name, iterations=30):
-    return tiny_cfg(name, iterations=iterations, **SMOKE[name])
+def _cfg(tiny_cfg, name, iterations=30, request=None):
+    cfg = tiny_cfg(name, iterations=iterations, **SMOKE[name])
+    if getattr(METHODS[name], "needs_pretrained", False):  # e.g. subspace-dip: tiny pre-trained weights
+        cfg.net.options["weights"] = str(request.getfixturevalue("pretrained"))
+    return cfg
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_smoke_lowers_error_vs_input(name, ct_problem, tiny_cfg):
+def test_smoke_lowers_error_vs_input(name, ct_problem, tiny_cfg, request):
     """30 steps with default settings (fast lr): the error falls from the first recorded estimate
     (step 5) to the end; a baseline with iterations beats the FBP."""
-    res = reconstruct(ct_problem, _cfg(tiny_cfg, name), quiet=True)
+    res = reconstruct(ct_problem, _cfg(tiny_cfg, name, request=request), quiet=True)
     x = res.reconstruction
     assert x.shape == ct_problem.x_true.shape and torch.isfinite(x).all()
     final = float(psnr(x, ct_problem.x_true))
@@ -32,9 +36,9 @@ def test_smoke_lowers_error_vs_input(name, ct_problem, tiny_cfg):
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_same_seed_same_result(name, ct_problem, tiny_cfg):
-    a = reconstruct(ct_problem, _cfg(tiny_cfg, name, 8), quiet=True)
-    b = reconstruct(ct_problem, _cfg(tiny_cfg, name, 8), quiet=True)
+def test_same_seed_same_result(name, ct_problem, tiny_cfg, request):
+    a = reconstruct(ct_problem, _cfg(tiny_cfg, name, 8, request), quiet=True)
+    b = reconstruct(ct_problem, _cfg(tiny_cfg, name, 8, request), quiet=True)
     assert torch.equal(a.reconstruction, b.reconstruction)
 
 

@@ -6,6 +6,7 @@ Main entry points::
     result = dipkit.reconstruct(problem, RunConfig(method="dip"), out_dir="run")
     result = dipkit.solve(y, physics, method="dip", iterations=2000)      # any deepinv operator
     model = dipkit.DIPReconstructor("dip", iterations=2000)               # a deepinv Reconstructor
+    dipkit.pretrain("w.pt", task="ct", task_options={"views": 30})        # warm start: net.weights=w.pt
 
 The names below are imported on first use, so ``import dipkit`` (and ``dipkit --help``) does not
 import torch.
@@ -31,9 +32,10 @@ _LAZY = {
     "RunResult": "dipkit.rundir",
     "solve": "dipkit.api",
     "DIPReconstructor": "dipkit.api",
+    "pretrain": "dipkit.warmstart",
 }
 
-__all__ = ["Problem", "RunConfig", "DipkitError", "simulate", "reconstruct", "solve", "DIPReconstructor",
+__all__ = ["Problem", "RunConfig", "DipkitError", "simulate", "reconstruct", "solve", "DIPReconstructor", "pretrain",
            "RunResult", "load_image_source", "load_sample", "read_image", "psnr", "ssim", "__version__"]
 
 

@@ -7,7 +7,8 @@ Override keys (``--set key=value``, values parsed as YAML scalars):
 
 * top-level settings: ``method``, ``iterations``, ``seed``, ``device``, ``precision``,
   ``log_every``, ``fov_mask``, ``ensemble``;
-* ``net.name`` and ``net.<option>`` (network options, see ``dipkit nets``);
+* ``net.name`` and ``net.<option>`` (network options, see ``dipkit nets``); ``net.weights=PATH`` starts
+  the network from a weights file (``dipkit pretrain``) instead of its random initialisation;
 * ``input.kind``, ``input.channels``, ``input.std``, ``input.perturb``;
 * ``early_stop.rule``, ``early_stop.window``, ``early_stop.patience``, ``early_stop.delta``
   (``es.`` is accepted as a short prefix);
@@ -252,6 +253,12 @@ class RunConfig:
         if not isinstance(self.fov_mask, bool):
             raise DipkitError(f"fov_mask must be true or false, got {self.fov_mask!r}")
         check_options(self.net.name, self.net.options)
+        weights = self.net.options.get("weights")
+        if weights is not None and (not isinstance(weights, str) or not Path(weights).is_file()):
+            raise DipkitError(f"net.weights: no such weights file {weights!r} (written by 'dipkit pretrain')")
+        if getattr(method, "needs_pretrained", False) and not weights and not getattr(method, "trajectory", None):
+            raise DipkitError(f"{self.method} needs a pre-trained network: --set net.weights=W.pt (from "
+                              "'dipkit pretrain'), or the method's trajectory=PATH")
         if self.input.kind != "auto":
             INPUTS[self.input.kind]
         if self.input.channels is not None and int(self.input.channels) <= 0:

@@ -193,6 +193,8 @@ def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=No
 
         state.generators = gens
     if method.uses_network:
+        if net is None and cfg.net.options.get("weights"):
+            state.meta["net_weights"] = str(cfg.net.options["weights"])  # e.g. subspace-dip's trajectory beside it
         state.z = zs[0] if n == 1 else torch.cat(zs)
         state.net = nets[0] if n == 1 else Ensemble(nets)
         state.net.train()

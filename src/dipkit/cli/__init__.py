@@ -26,6 +26,7 @@ VERBS: dict[str, str] = {
     "tune": "dipkit.cli.tune:TUNE",
     "bench": "dipkit.cli.bench:BENCH",
     "train-denoiser": "dipkit.cli.train:TRAIN_DENOISER",
+    "pretrain": "dipkit.cli.pretrain:PRETRAIN",
     "analyze": "dipkit.cli.analyze:ANALYZE",
     "methods": "dipkit.cli.listing:METHODS",
     "samples": "dipkit.cli.listing:SAMPLES",

@@ -9,7 +9,7 @@ __all__ = ["METHODS", "SAMPLES", "NETS", "FAMILY_ORDER"]
 #: the method family's order in listings (CT paper Table 1); plug-ins follow alphabetically
 FAMILY_ORDER = ["dip", "dip-tv", "dip-tv-hqs", "dip-wtv-admm", "dip-constrained", "deepred", "dip-denoiser-hqs",
                 "dip-denoiser-admm", "dip-admm-v1", "dip-admm-v2", "self-guided", "aseqdip", "sgld",
-                "linearised-dip", "naive", "fbp", "tv", "pnp-admm"]
+                "linearised-dip", "subspace-dip", "naive", "fbp", "tv", "pnp-admm"]
 
 
 def _methods(args) -> int:
@@ -44,7 +44,9 @@ def _samples(args) -> int:
 def _nets(args) -> int:
     from ..nets import list_nets
 
-    return _table(list_nets())
+    _table(list_nets())
+    print("\nevery preset also takes net.weights=PATH: start from pre-trained weights ('dipkit pretrain')")
+    return 0
 
 
 METHODS = Verb("list the methods with a one-line description and reference", _methods)

@@ -27,6 +27,7 @@ __all__ = [
     "UNet",
     "build_net",
     "check_options",
+    "COMMON_OPTIONS",
     "count_parameters",
     "list_nets",
 ]
@@ -113,22 +114,35 @@ def list_nets() -> dict[str, str]:
     return NETS.describe()
 
 
-def build_net(name: str, in_channels: int, out_channels: int, **overrides: Any):
+#: network options that every preset takes besides its class's keyword arguments
+COMMON_OPTIONS = ("weights",)
+
+
+def build_net(name: str, in_channels: int, out_channels: int, *, weights: str | None = None, **overrides: Any):
     """Build the preset ``name`` for ``in_channels -> out_channels``, with keyword overrides.
 
+    ``weights``: a weights file (``dipkit pretrain``, :mod:`dipkit.nets.weights`) to start from
+    instead of the random initialisation; it must fit the built network exactly.
+
     Raises :class:`~dipkit.errors.DipkitError` for an unknown name or keyword (the message
-    lists the valid ones) and for invalid argument values.
+    lists the valid ones), for invalid argument values and for weights that do not fit.
     """
     preset = NETS[name]
     check_options(name, overrides)
     kwargs = {**preset.kwargs, **overrides}
-    return preset.cls(in_channels, out_channels, **kwargs)
+    net = preset.cls(in_channels, out_channels, **kwargs)
+    if weights:
+        from .weights import load_weights
+
+        load_weights(net, weights)
+    return net
 
 
 def check_options(name: str, options: dict) -> None:
-    """Raise :class:`DipkitError` when ``options`` has keys the preset ``name`` does not take."""
+    """Raise :class:`DipkitError` when ``options`` has keys the preset ``name`` does not take
+    (besides :data:`COMMON_OPTIONS`)."""
     preset = NETS[name]
-    valid = preset.valid_keys()
+    valid = [*preset.valid_keys(), *COMMON_OPTIONS]
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise DipkitError(
