@@ -200,3 +200,18 @@ def test_subspace_run_resumes_bit_for_bit(optimizer, pretrained, ct_problem, tin
     res = reconstruct(ct_problem, cfg(), tmp_path / "run", quiet=True, resume=True)
     assert res["resumed_at"] == [10]
     _same_run(tmp_path / "ref", tmp_path / "run")
+
+
+
+def test_subspace_lbfgs_refuses_a_stochastic_data_term_and_stays_fp32_under_auto(pretrained, tiny_cfg):
+    from dipkit.precision import resolve_precision
+
+    cfg = tiny_cfg("subspace-dip", optimizer="lbfgs")
+    cfg.net.options["weights"] = str(pretrained)
+    cfg.data.subset = 0.5
+    with pytest.raises(DipkitError, match="needs the full term"):
+        cfg.validate()
+    cfg.params["optimizer"] = "adam"
+    method = cfg.validate()
+    assert method.stochastic_data and not method.bf16_safe
+    assert resolve_precision("auto", "cpu", method=method) == "fp32"

@@ -276,7 +276,7 @@ class RunConfig:
         _check_extra_sections(self)
         if float(self.data.subset) < 1.0 and not (method.uses_network and method.stochastic_data):
             raise DipkitError(f"data.subset < 1 needs a method whose gradient steps fit the data term; "
-                              f"{self.method!r} has none")
+                              f"{self.method!r} has none (or, like subspace-dip with L-BFGS, needs the full term)")
         return method
 
 

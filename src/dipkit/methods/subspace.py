@@ -107,6 +107,9 @@ class SubspaceDIP(Method):
     algorithm = "CT paper eq. (39)"
     #: needs pre-trained weights (net.weights) or an explicit trajectory (checked by RunConfig.validate)
     needs_pretrained: ClassVar[bool] = True
+    #: bf16 autocast is not validated for the γ-parametrised network (nor for L-BFGS's line search,
+    #: which compares losses of trial points): precision=auto keeps fp32
+    bf16_safe = False
 
     def __init__(self, *, k: int = 16, leverage: float | None = None, optimizer: str = "adam",
                  lr: float | None = None, history: int = 10, trajectory: str | None = None,
@@ -122,6 +125,9 @@ class SubspaceDIP(Method):
         if self.leverage is not None and not 0 < self.leverage <= 1:
             raise ValueError(f"leverage must be in (0, 1], got {leverage}")
         self.optimizer = optimizer
+        # L-BFGS's line search compares the loss at trial points: a random data subset per evaluation
+        # (data.subset < 1) would make those comparisons meaningless, so only Adam takes it
+        self.stochastic_data = optimizer == "adam"
         self.history = count("history", history)
         self.trajectory = None if trajectory in (None, "") else str(trajectory)
 
