@@ -170,8 +170,10 @@ def test_ensemble_members_draw_as_their_own_runs(ct_problem, tiny_cfg):
 
 
 @pytest.mark.parametrize("name", sorted(n for n in METHODS if METHODS[n].uses_network and METHODS[n].stochastic_data))
-def test_every_network_method_runs_with_a_subset(ct_problem, tiny_cfg, name):
+def test_every_network_method_runs_with_a_subset(ct_problem, tiny_cfg, name, request):
     cfg = tiny_cfg(name, iterations=4)
+    if getattr(METHODS[name], "needs_pretrained", False):  # subspace-dip: tiny pre-trained weights
+        cfg.net.options["weights"] = str(request.getfixturevalue("pretrained"))
     cfg.data.subset = 0.5
     res = reconstruct(ct_problem, cfg, quiet=True)
     assert torch.isfinite(res.reconstruction).all()
