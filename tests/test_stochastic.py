@@ -174,6 +174,7 @@ def test_every_network_method_runs_with_a_subset(ct_problem, tiny_cfg, name, req
     cfg = tiny_cfg(name, iterations=4)
     if getattr(METHODS[name], "needs_pretrained", False):  # subspace-dip: tiny pre-trained weights
         cfg.net.options["weights"] = str(request.getfixturevalue("pretrained"))
+        cfg.params["k"] = 3  # the tiny trajectory has 6 snapshots
     cfg.data.subset = 0.5
     res = reconstruct(ct_problem, cfg, quiet=True)
     assert torch.isfinite(res.reconstruction).all()
