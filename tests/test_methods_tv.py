@@ -61,6 +61,24 @@ def test_dip_tv_loss_is_data_plus_alpha_tv(ct_problem):
     assert 0 <= float(tv(x, eps=1e-3) - tv(x)) <= 1e-3 * x.numel()
 
 
+def test_dip_tv_auto_alpha_is_a_quarter_of_tvs_ground_truth_free_choice(ct_problem, tiny_cfg):
+    from dipkit.baselines.tv import choose_alpha
+    from dipkit.methods.tv import AUTO_FRACTION
+    from dipkit.runner import reconstruct
+
+    m = make_method("dip-tv")
+    assert m.alpha == "auto"
+    st = _state(ct_problem, 1)
+    m.setup(st)
+    expected = AUTO_FRACTION * choose_alpha(ct_problem.physics, ct_problem.y)
+    assert m.alpha == pytest.approx(float(expected[0]))
+    x = torch.rand((1, 1, 32, 32), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(m.loss(st, x)["tv"], expected * tv(x, eps=m.eps))
+    # a run records the resolved weight (config.yaml / metrics.json params)
+    res = reconstruct(ct_problem, tiny_cfg("dip-tv", iterations=3), quiet=True)
+    assert isinstance(res["params"]["alpha"], float) and res["params"]["alpha"] > 0
+
+
 def test_dip_tv_run_records_alpha_tv_of_iterate(ct_problem):
     m = make_method("dip-tv", lr=1e-2, alpha=0.5)
     st = run(m, _state(ct_problem, 5))
