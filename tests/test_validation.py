@@ -213,3 +213,20 @@ def test_tune_cli(ct_problem_file, tmp_path, capsys):
     assert rc == 0
     assert "<- chosen" in capsys.readouterr().out
     assert main(["tune", str(ct_problem_file), "--method", "tv", "--grid", "alpha", "--out", str(tmp_path / "u")]) == 2
+
+
+def test_a_split_inside_a_fit_view_holds_out_only_entries_the_fit_view_has(ct_problem):
+    """Regression: TV's α search inside a run with a validation split (dip-tv alpha=auto) used to hold
+    out the outer split's zeroed entries too, and chose the largest α (a flat image)."""
+    from dipkit.baselines.tv import choose_alpha
+    from dipkit.physics.split import ValidationSplit, measured_support
+
+    outer = ValidationSplit(ct_problem.physics, ct_problem.y, fraction=0.2, seed=0)
+    fit_physics, fit_y = outer.fit_physics(), outer.fit_y()
+    support = measured_support(fit_physics, fit_y)
+    assert not support[outer.held_out.reshape(support.shape)].any()
+    inner = ValidationSplit(fit_physics, fit_y, fraction=0.2, seed=1)
+    assert not (inner.held_out & outer.held_out).any()
+    full = float(choose_alpha(ct_problem.physics, ct_problem.y)[0])
+    nested = float(choose_alpha(fit_physics, fit_y)[0])
+    assert nested < 100 and abs(math.log10(nested / full)) <= 0.5 + 1e-6

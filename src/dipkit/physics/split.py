@@ -34,8 +34,13 @@ __all__ = ["ValidationSplit", "MaskedPhysics", "measured_support"]
 
 def measured_support(physics, y: torch.Tensor) -> torch.Tensor:
     """Boolean ``[H, W]`` map of the measured positions on the last two axes of ``y``: the
-    operator's sampling mask when it has one of that shape (MRI, inpainting), else everything."""
+    operator's sampling mask when it has one of that shape (MRI, inpainting), else everything.
+    For a fit view (:class:`MaskedPhysics`) the entries held out of it are not measured either, so a
+    split *inside* a fit view (e.g. TV's α search in a run that has a validation split) holds out
+    only entries the fit view really has — not zeros it never saw."""
     h, w = y.shape[-2:]
+    if isinstance(physics, MaskedPhysics):
+        return measured_support(physics.base, y) & (physics.keep.reshape(-1, h, w).amax(0) > 0).to(y.device)
     mask = getattr(physics, "mask", None)
     if isinstance(mask, torch.Tensor) and mask.ndim >= 2 and tuple(mask.shape[-2:]) == (h, w):
         return (mask.detach().reshape(-1, h, w).abs().amax(0) > 0).to(y.device)
