@@ -88,7 +88,9 @@ def test_demo_runs(tmp_path, monkeypatch, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--iterations", "6", "--device", "cpu", "--quiet"]) == 0
     assert (out / "summary.md").exists() and (out / "dip" / "metrics.json").exists()
-    assert str(out) in capsys.readouterr().out
+    assert (out / "auto" / "selection.csv").exists()
+    text = capsys.readouterr().out
+    assert str(out) in text and "Winner: " in text and "Winner: " in (out / "summary.md").read_text()
 
 
 def test_demo_bench_runs_the_quick_preset(tmp_path, monkeypatch, capsys):

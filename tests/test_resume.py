@@ -175,6 +175,7 @@ def test_val_rule_with_refit_resumes_in_either_phase(ct_problem, tiny_cfg, tmp_p
 
     def cfg():
         return _cfg(tiny_cfg, "dip", {"lr": 1e-2, "ema": None}, {"early_stop.rule": "val", "early_stop.patience": 3,
+                                                        "early_stop.patience_scale": 0,
                                                     "validation.refit": True}, iterations=40)
 
     ref = reconstruct(ct_problem, cfg(), tmp_path / "ref", quiet=True)

@@ -67,7 +67,12 @@ class _MemberView:
     def __init__(self, state, b: int, n: int):
         self._state, self._b, self._n = state, b, n
         self.metrics: dict = {}
-        self.stop, self.stop_reason = False, None
+        self.stop, self.stop_reason, self.stop_kind = False, None, None
+
+    @property
+    def member_index(self) -> int:
+        """Which member of the batch this view is (a schedule changes only this member's rates)."""
+        return self._b
 
     def _s(self, t):
         return _slice(t, self._b, self._n)
@@ -100,9 +105,9 @@ class _MemberView:
     def aux(self):
         return {k: self._s(v) for k, v in self._state.aux.items()}
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, reason: str, kind: str = "rule") -> None:
         if not self.stop:
-            self.stop, self.stop_reason = True, reason
+            self.stop, self.stop_reason, self.stop_kind = True, reason, kind
 
     def __getattr__(self, name):  # step, max_steps, device, physics, meta …
         return getattr(self._state, name)
@@ -116,7 +121,9 @@ class _Frozen:
         self.x = None if view.x is None else view.x.detach().clone()
         self.aux = {k: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for k, v in view.aux.items()}
         self.step = view.step
+        self.max_steps = view.max_steps
         self.stop_reason = view.stop_reason if view.stop else view._state.stop_reason
+        self.stop_kind = view.stop_kind if view.stop else view._state.stop_kind
 
 
 class _Members(Callback):
@@ -150,7 +157,7 @@ class _Members(Callback):
                 self.cbs[b].on_end(view)
                 self.frozen[b] = _Frozen(view)
         if all(f is not None for f in self.frozen):
-            state.request_stop("every member stopped")
+            state.request_stop("every member stopped", kind="members")
 
     def on_end(self, state):
         for b, view in enumerate(self.views):
@@ -171,8 +178,10 @@ def reconstruct_seeds(problem, cfg: RunConfig, seeds: list[int], outs: list | No
     from .engine.recorder import HistoryRecorder
     from .metrics import fov_mask
     from .rundir import prepare_run_dir
-    from .runner import _finish, _fit_view, _Run, build_state, make_split, resolve_config, resolve_device
+    from .engine.schedule import make_schedule
+    from .runner import _finish, _fit_view, _Run, build_state, make_split, resolve_config, resolve_device, step_budget
     from .stopping import make_stopping_rule, needs_split, parse_rules
+    from .stopping.limits import TimeLimit
 
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
@@ -199,16 +208,20 @@ def reconstruct_seeds(problem, cfg: RunConfig, seeds: list[int], outs: list | No
 
     fit = problem if split is None else _fit_view(problem, split)
     state = build_state(method, fit, resolved, device, seeds=seeds)
+    budget = step_budget(resolved, method)[1]
     check = int(cfg.log_every)
     per_member = []
     for _ in seeds:
         rule_cbs = [make_stopping_rule(name, mode, cfg.early_stop, check_every=check, split=split)
                     for name, mode in rules]
-        per_member.append((rule_cbs, HistoryRecorder(every=check, x_true=problem.x_true, mask=mask)))
-    members = _Members(state, [[*r, rec] for r, rec in per_member])
+        val_cb = next((cb for cb in rule_cbs if cb.rule == "val"), None)
+        schedule = make_schedule(resolved.schedule.kind, resolved.schedule, val=val_cb, check_every=check)
+        per_member.append((rule_cbs, schedule, HistoryRecorder(every=check, x_true=problem.x_true, mask=mask)))
+    members = _Members(state, [[*r, sc, rec] for r, sc, rec in per_member])
     healer = Healer.from_config(cfg.healing, check)
+    limit = TimeLimit(float(resolved.time_limit), check_every=check) if resolved.time_limit else None
     t0 = time.perf_counter()
-    run(method, state, [members], healer=healer)
+    run(method, state, [members, limit], healer=healer)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     wall = time.perf_counter() - t0
@@ -219,8 +232,8 @@ def reconstruct_seeds(problem, cfg: RunConfig, seeds: list[int], outs: list | No
     for b, seed in enumerate(seeds):
         cfg_b, res_b = copy.deepcopy(cfg), copy.deepcopy(resolved)
         cfg_b.seed = res_b.seed = seed
-        rule_cbs, recorder = per_member[b]
-        main = _Run(members.frozen[b], recorder, rule_cbs, wall / n, None)
+        rule_cbs, schedule, recorder = per_member[b]
+        main = _Run(members.frozen[b], recorder, rule_cbs, wall / n, None, schedule=schedule, budget=budget)
         result = _finish(main, method=method, problem=problem, cfg=cfg_b, resolved=res_b, split=split, mask=mask,
                          device=device, request=cfg_b.to_dict(), resumed_at=[], out=None, dicom=False, net=None,
                          do_refit=None)

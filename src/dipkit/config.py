@@ -5,13 +5,18 @@ A run is described by :class:`RunConfig`; ``config.yaml`` in every run directory
 
 Override keys (``--set key=value``, values parsed as YAML scalars):
 
-* top-level settings: ``method``, ``iterations``, ``seed``, ``device``, ``precision``,
-  ``log_every``, ``fov_mask``, ``ensemble``;
+* top-level settings: ``method``, ``iterations`` (a fixed step budget), ``max_iterations`` (the cap
+  of a run that decides its own length), ``time_limit`` (seconds), ``seed``, ``device``,
+  ``precision``, ``log_every``, ``fov_mask``, ``ensemble``;
 * ``net.name`` and ``net.<option>`` (network options, see ``dipkit nets``); ``net.weights=PATH`` starts
   the network from a weights file (``dipkit pretrain``) instead of its random initialisation;
 * ``input.kind``, ``input.channels``, ``input.std``, ``input.perturb``;
-* ``early_stop.rule``, ``early_stop.window``, ``early_stop.patience``, ``early_stop.delta``
-  (``es.`` is accepted as a short prefix);
+* ``early_stop.rule``, ``early_stop.window``, ``early_stop.patience``, ``early_stop.patience_scale``,
+  ``early_stop.delta`` (``es.`` is accepted as a short prefix);
+* ``schedule.kind``, ``schedule.window``, ``schedule.factor``, ``schedule.floor`` (the learning-rate
+  schedule, :mod:`dipkit.engine.schedule`);
+* ``auto.candidates``, ``auto.min_steps``, ``auto.eta``, ``auto.combine`` (``method: auto``, the
+  method chosen by held-out misfit: :mod:`dipkit.auto`);
 * ``validation.fraction``, ``validation.seed``, ``validation.refit`` (the held-out split of the
   ``val`` rule);
 * ``checkpoint.every``, ``checkpoint.keep`` (resumable runs, :mod:`dipkit.engine.checkpoint`);
@@ -35,7 +40,7 @@ import yaml
 from .errors import DipkitError
 
 __all__ = ["RunConfig", "NetConfig", "InputConfig", "EarlyStopConfig", "ValidationConfig", "CheckpointConfig",
-           "HealingConfig", "DataConfig", "parse_overrides",
+           "HealingConfig", "DataConfig", "ScheduleConfig", "AutoConfig", "parse_overrides",
            "load_config",
            "load_yaml", "yaml_loads"]
 
@@ -90,7 +95,10 @@ class InputConfig:
 class EarlyStopConfig:
     rule: str | None = "auto"  # auto (val for network methods), "wmv", "val", "val,wmv:record", … (dipkit.stopping)
     window: int = 100
-    patience: int = 1000
+    # steps without a new selection before a rule stops the run; None: the rule's own (val 500, wmv 1000)
+    patience: int | None = None
+    # val: the patience grows with the step of the best iterate so far, max(patience, scale · best step)
+    patience_scale: float = 0.5
     delta: float = 0.99
     source: str = "estimate"  # wmv: the variance of the method's estimate, or of the raw network "output"
 
@@ -130,9 +138,33 @@ class DataConfig:
 
 
 @dataclass
+class ScheduleConfig:
+    """The learning-rate schedule of network methods (:mod:`dipkit.engine.schedule`)."""
+
+    kind: str = "auto"  # auto | constant | plateau | cosine
+    window: int | None = None  # plateau: steps without a new held-out minimum; None: half the val patience
+    factor: float = 0.5  # plateau: what each reduction multiplies the rate by
+    floor: float = 0.01  # the rate never goes below floor × the initial rate (plateau and cosine)
+
+
+@dataclass
+class AutoConfig:
+    """``method: auto`` (:mod:`dipkit.auto`): the portfolio and its successive halving."""
+
+    candidates: Any = None  # comma-separated labels (or a list); None: the task's portfolio
+    min_steps: int = 500  # first rung's steps per network candidate
+    eta: int = 2  # keep the better 1/eta after each rung; the budget grows eta-fold
+    combine: int = 1  # average the K candidates with the least held-out misfit
+
+
+@dataclass
 class RunConfig:
     method: str = "dip"
-    iterations: int | None = None  # None: the method's default (dip: 3000, tv: 500)
+    # None: network methods whose val rule stops the run decide their own length (up to
+    # max_iterations); others run the method's default (dip: 3000, tv: 500). N: exactly N steps.
+    iterations: int | None = None
+    max_iterations: int | None = None  # cap of a self-terminating run; None: the method's (20 000)
+    time_limit: float | None = None  # seconds; the run stops (and keeps its selection) when it is spent
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # auto (bf16 where native, else fp32), fp32, bf16 (autocast of the network): dipkit.precision
@@ -147,6 +179,8 @@ class RunConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     healing: HealingConfig = field(default_factory=HealingConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    auto: AutoConfig = field(default_factory=AutoConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -213,7 +247,7 @@ class RunConfig:
             return
         top = {f.name for f in fields(self)} - {"params", "net", "input", "early_stop", "validation", *_EXTRA_SECTIONS}
         if key in top:
-            default = 0 if key == "iterations" else getattr(RunConfig(), key)
+            default = {"iterations": 0, "max_iterations": 0, "time_limit": 0.0}.get(key, getattr(RunConfig(), key))
             setattr(self, key, _coerce(key, value, default))
         elif key == "early_stop":
             self.set("early_stop.rule", value, source=source)
@@ -236,9 +270,18 @@ class RunConfig:
         from .nets import check_options
         from .stopping import parse_rules
 
+        if self.method == "auto":
+            from .auto import AutoSelection
+
+            _check_extra_sections(self)
+            return AutoSelection(self)
         method = make_method(self.method, **self.params)
         if self.iterations is not None and int(self.iterations) <= 0:
             raise DipkitError(f"iterations must be positive, got {self.iterations}")
+        if self.max_iterations is not None and int(self.max_iterations) <= 0:
+            raise DipkitError(f"max_iterations must be positive, got {self.max_iterations}")
+        if self.time_limit is not None and not float(self.time_limit) > 0:
+            raise DipkitError(f"time_limit must be a positive number of seconds, got {self.time_limit}")
         if int(self.log_every) <= 0:
             raise DipkitError(f"log_every must be positive, got {self.log_every}")
         if int(self.ensemble) < 1:
@@ -267,8 +310,9 @@ class RunConfig:
             raise DipkitError("input.std and input.perturb must be ≥ 0")
         parse_rules(self.early_stop.rule)
         es = self.early_stop
-        if int(es.window) < 1 or int(es.patience) < 0 or not float(es.delta) > 0:
-            raise DipkitError("early_stop needs window ≥ 1, patience ≥ 0, delta > 0")
+        if (int(es.window) < 1 or (es.patience is not None and int(es.patience) < 0) or not float(es.delta) > 0
+                or not float(es.patience_scale) >= 0):
+            raise DipkitError("early_stop needs window ≥ 1, patience ≥ 0, patience_scale ≥ 0, delta > 0")
         if es.source not in ("estimate", "output"):
             raise DipkitError(f"early_stop.source must be 'estimate' or 'output', got {es.source!r}")
         if not 0.0 < float(self.validation.fraction) <= 0.5:
@@ -280,12 +324,12 @@ class RunConfig:
         return method
 
 
-#: sections added with resumable runs, self-healing and stochastic DIP (kept apart so the edits stay additive)
-_EXTRA_SECTIONS = ("checkpoint", "healing", "data")
+#: sections added with resumable runs, self-healing, stochastic DIP and schedules (kept apart so the edits stay additive)
+_EXTRA_SECTIONS = ("checkpoint", "healing", "data", "schedule", "auto")
 
 
 def _check_extra_sections(cfg: "RunConfig") -> None:
-    """Validate ``checkpoint.*``, ``healing.*`` and ``data.*`` (one-line DipkitErrors)."""
+    """Validate ``checkpoint.*``, ``healing.*``, ``data.*`` and ``schedule.*`` (one-line DipkitErrors)."""
     every = cfg.checkpoint.every
     if every in ("auto", ""):
         cfg.checkpoint.every = every = None
@@ -303,6 +347,15 @@ def _check_extra_sections(cfg: "RunConfig") -> None:
             or not 0.0 < float(subset) <= 1.0):
         raise DipkitError(f"data.subset must be a number in (0, 1] (the share of measurement blocks "
                           f"per step; 1: full data term), got {subset!r}")
+    from .engine.schedule import SCHEDULES
+
+    sc = cfg.schedule
+    if sc.kind != "auto" and sc.kind not in SCHEDULES:
+        raise DipkitError(f"unknown schedule.kind {sc.kind!r} (choose from auto, {', '.join(SCHEDULES)})")
+    if sc.window is not None and int(sc.window) < 1:
+        raise DipkitError(f"schedule.window must be ≥ 1 (or null: half the val patience), got {sc.window}")
+    if not 0.0 < float(sc.factor) < 1.0 or not 0.0 <= float(sc.floor) <= 1.0:
+        raise DipkitError("schedule needs 0 < factor < 1 and 0 ≤ floor ≤ 1")
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:

@@ -57,7 +57,7 @@ from .metrics import magnitude
 __all__ = ["RunResult", "RECONSTRUCTION", "RECONSTRUCTION_PNG", "ESTIMATES", "CONFIG", "HISTORY", "PSNR_CURVE",
            "UNCERTAINTY", "UNCERTAINTY_PNG", "CALIBRATION", "MEMBERS",
            "METRICS", "ERROR", "RECONSTRUCTION_TIFF", "RECONSTRUCTION_HU", "RECONSTRUCTION_DICOM", "MAGNITUDE",
-           "MAGNITUDE_PNG", "PHASE", "CHECKPOINT", "RUN_FILES", "write_run_dir", "read_metrics", "read_history",
+           "MAGNITUDE_PNG", "PHASE", "CHECKPOINT", "SELECTION_CSV", "SELECTION_MD", "CANDIDATES", "RUN_FILES", "write_run_dir", "read_metrics", "read_history",
            "read_estimates", "read_config", "read_error", "write_error", "clear_status", "is_complete",
            "prepare_run_dir", "remove_checkpoint", "can_write_dicom"]
 
@@ -80,10 +80,14 @@ MAGNITUDE = "reconstruction_magnitude.npy"
 MAGNITUDE_PNG = "reconstruction_magnitude.png"
 PHASE = "reconstruction_phase.npy"
 CHECKPOINT = "checkpoint.pt"
+SELECTION_CSV = "selection.csv"
+SELECTION_MD = "selection.md"
+#: ``--method auto``: one run directory per candidate below this folder
+CANDIDATES = "candidates"
 #: every file a run writes (what --overwrite removes)
 RUN_FILES = (RECONSTRUCTION, RECONSTRUCTION_PNG, RECONSTRUCTION_TIFF, RECONSTRUCTION_HU, RECONSTRUCTION_DICOM,
              MAGNITUDE, MAGNITUDE_PNG, PHASE, ESTIMATES, CONFIG, HISTORY, PSNR_CURVE, UNCERTAINTY, UNCERTAINTY_PNG,
-             CALIBRATION, MEMBERS, METRICS, CHECKPOINT, ERROR)
+             CALIBRATION, MEMBERS, METRICS, CHECKPOINT, ERROR, SELECTION_CSV, SELECTION_MD)
 
 
 class RunResult(dict):
@@ -135,13 +139,29 @@ def prepare_run_dir(out: str | Path, *, overwrite: bool) -> Path:
         hint = " or --resume to continue it" if CHECKPOINT in entries and METRICS not in entries else ""
         raise DipkitError(f"run directory {out} is not empty: use --overwrite to replace the run in it{hint}, "
                           "or another --out")
-    foreign = [n for n in entries if not _run_file(n) or (out / n).is_dir()]
+    foreign = [n for n in entries if not (_run_file(n) and (out / n).is_file()) and not _candidates_dir(out / n)]
     if foreign:
         raise DipkitError(f"refusing to overwrite {out}: it holds files a dipkit run does not write "
                           f"({', '.join(foreign[:3])}{', …' if len(foreign) > 3 else ''})")
     for name in entries:
-        (out / name).unlink(missing_ok=True)
+        if (out / name).is_dir():  # an auto run's candidates: each a run directory
+            for sub in sorted((out / name).iterdir()):
+                prepare_run_dir(sub, overwrite=True)
+                sub.rmdir()
+            (out / name).rmdir()
+        else:
+            (out / name).unlink(missing_ok=True)
     return out
+
+
+def _candidates_dir(path: Path) -> bool:
+    """An ``auto`` run's ``candidates/`` folder holding only run directories (of run files)."""
+    if path.name != CANDIDATES or not path.is_dir():
+        return False
+    for sub in path.iterdir():
+        if not sub.is_dir() or any(not (_run_file(f.name) and f.is_file()) for f in sub.iterdir()):
+            return False
+    return True
 
 
 def remove_checkpoint(out: str | Path) -> None:

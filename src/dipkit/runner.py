@@ -44,11 +44,11 @@ from .config import RunConfig
 from .errors import DipkitError
 from .metrics import fov_mask
 from .rundir import CHECKPOINT, RunResult, prepare_run_dir, remove_checkpoint, write_run_dir
-from .summary import ensemble_info, finite, metric_pair, selection, uncertainty_info
+from .summary import ensemble_info, finite, metric_pair, selection, stop_info, uncertainty_info
 from .uncertainty import ensemble_mean_std, posterior_std
 
 __all__ = ["reconstruct", "resolve_device", "resolve_config", "build_state", "make_split", "RunResult",
-           "expected_in_channels", "CHECKPOINT_VERSION"]
+           "expected_in_channels", "CHECKPOINT_VERSION", "step_budget"]
 
 #: version of the checkpoint layout (see the module docs)
 CHECKPOINT_VERSION = 1
@@ -63,26 +63,57 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def step_budget(cfg: RunConfig, method) -> tuple[int, str]:
+    """The step budget of a run and its kind, for ``cfg`` with its stopping rule resolved:
+
+    * ``("fixed", N)`` with ``iterations = N`` — the run goes N steps (unless a rule stops it);
+    * ``("auto", cap)`` for a network method whose ``val`` rule stops the run (the default): the
+      run decides its own length — it ends when the held-out misfit has not reached a new minimum
+      for the rule's patience window (:mod:`dipkit.stopping.val`) — and ``max_iterations`` (or the
+      method's :attr:`~dipkit.methods.base.Method.max_iterations`, 20 000) is only a cap;
+    * ``("default", n)`` otherwise — the method's ``default_iterations`` (dip 3000, TV 500);
+    * ``("direct", 1)`` for a direct method (FBP).
+
+    Returned as ``(steps, kind)``."""
+    from .stopping import parse_rules
+
+    if getattr(method, "direct", False):
+        return 1, "direct"
+    if cfg.iterations:
+        return int(cfg.iterations), "fixed"
+    cap = getattr(method, "max_iterations", None) if method.uses_network else None
+    if cap and cfg.early_stop.rule != "auto" and ("val", "stop") in parse_rules(cfg.early_stop.rule):
+        return int(cfg.max_iterations or cap), "auto"
+    return int(method.default_iterations), "default"
+
+
 def resolve_config(cfg: RunConfig, method, problem) -> RunConfig:
     """A copy of ``cfg`` with every default that depends on the problem or the network resolved:
     the method's hyper-parameters as used (a learning rate left to the network preset is set on
-    ``method`` here), the step budget, the network input kind (``auto`` → per task), the
-    stopping rule (``auto`` → ``val`` for network methods, none for baselines) and the precision
+    ``method`` here), the stopping rule (``auto`` → ``val`` for network methods — ``val:record``
+    with a fixed ``iterations`` —, none for baselines), the step budget (:func:`step_budget`:
+    ``iterations`` stays None for a run that decides its own length, ``max_iterations`` holds
+    its cap), the learning-rate schedule (``auto`` → ``plateau`` with a ``val`` rule,
+    :mod:`dipkit.engine.schedule`), the network input kind (``auto`` → per task) and the precision
     (``auto`` → ``bf16`` where the problem's device does bf16 natively and the method allows it,
     else ``fp32``: :mod:`dipkit.precision`)."""
+    from .engine.schedule import resolve_schedule
     from .inputs import resolve_input_kind
     from .nets import NETS
     from .precision import resolve_precision
-    from .stopping import resolve_rule
+    from .stopping import parse_rules, resolve_rule
 
     out = copy.deepcopy(cfg)
     out.precision = resolve_precision(cfg.precision, problem.y.device, method)
-    out.early_stop.rule = resolve_rule(cfg.early_stop.rule, method)
+    out.early_stop.rule = resolve_rule(cfg.early_stop.rule, method, fixed_budget=bool(cfg.iterations))
     if method.uses_network and getattr(method, "lr", 0.0) is None:
         method.lr = float(NETS[cfg.net.name].lr)
     out.params = dict(method.config())
-    direct = getattr(method, "direct", False)
-    out.iterations = None if direct else int(cfg.iterations or method.default_iterations)
+    steps, kind = step_budget(out, method)
+    out.iterations = None if kind in ("direct", "auto") else steps
+    out.max_iterations = steps if kind == "auto" else None
+    has_val = any(name == "val" for name, _ in parse_rules(out.early_stop.rule))
+    out.schedule.kind = resolve_schedule(cfg.schedule.kind, method, has_val)
     if method.uses_network:
         out.input.kind = resolve_input_kind(cfg.input.kind, problem)
     return out
@@ -155,7 +186,7 @@ def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=No
     ``noise``, the channels of the module's first convolution unless ``input.channels`` says."""
     from .engine import State
 
-    steps = 1 if getattr(method, "direct", False) else int(cfg.iterations or method.default_iterations)
+    steps, _ = step_budget(cfg, method)
     n = int(cfg.ensemble) if method.uses_network else 1
     if seeds is None:
         seeds = [int(cfg.seed) + i for i in range(n)]
@@ -216,32 +247,40 @@ class _Run:
     wall: float
     healer: object = None
     checkpointer: object = None
+    schedule: object = None
+    budget: str = "fixed"
+    callbacks: list = None
 
     def state_dict(self, wall: float) -> dict:
         """The run's checkpoint part: engine state, callbacks, self-healing, wall time so far."""
         return {"state": self.state.state_dict(),
                 "callbacks": {"rules": {cb.rule: cb.state_dict() for cb in self.rules},
-                              "recorder": self.recorder.state_dict()},
+                              "recorder": self.recorder.state_dict(),
+                              "schedule": None if self.schedule is None else self.schedule.state_dict()},
                 "healer": None if self.healer is None else self.healer.state_dict(),
                 "wall": float(wall), "max_steps": int(self.state.max_steps)}
 
 
-def _run_once(method, problem, cfg: RunConfig, device, *, split, rules, mask, quiet, console, restore=None,
-              checkpoint=None, net=None) -> _Run:
-    """Build the run (state and callbacks), restore it from ``restore`` (a :meth:`_Run.state_dict`)
-    when given, and run it; ``checkpoint(run, t0) -> Checkpointer``: the run's checkpoint writer."""
-    from .engine import run
+def _build_run(method, problem, cfg: RunConfig, device, *, split, rules, mask, quiet, console, restore=None,
+               net=None) -> _Run:
+    """Build a run (state and callbacks; restored from ``restore``, a :meth:`_Run.state_dict`, when
+    given) without starting it: :func:`_advance` runs it (and may continue it with a larger budget,
+    as ``--method auto``'s successive halving does)."""
     from .engine.healing import Healer
     from .engine.progress import ProgressBar
     from .engine.recorder import HistoryRecorder
+    from .engine.schedule import make_schedule
     from .engine.state import to_device_tree
     from .stopping import make_stopping_rule
+    from .stopping.limits import TimeLimit
 
     fit = problem if split is None else _fit_view(problem, split)
     state = build_state(method, fit, cfg, device, net=net)
     check = int(cfg.log_every)
     rule_cbs = [make_stopping_rule(name, mode, cfg.early_stop, check_every=check, split=split)
                 for name, mode in rules]
+    val_cb = next((cb for cb in rule_cbs if cb.rule == "val"), None)
+    schedule = make_schedule(cfg.schedule.kind, cfg.schedule, val=val_cb, check_every=check)
     recorder = HistoryRecorder(every=check, x_true=problem.x_true, mask=mask)
     healer = Healer.from_config(cfg.healing, check)  # the engine uses it only for methods with an optimiser
     done = 0.0
@@ -253,22 +292,46 @@ def _run_once(method, problem, cfg: RunConfig, device, *, split, rules, mask, qu
                 raise DipkitError(f"the checkpoint has no state for the stopping rule {cb.rule!r}")
             cb.load_state_dict(cbs_sd["rules"][cb.rule])
         recorder.load_state_dict(cbs_sd["recorder"])
+        if schedule is not None and cbs_sd.get("schedule"):
+            schedule.load_state_dict(cbs_sd["schedule"])
         if healer is not None and restore.get("healer"):
             healer.load_state_dict(to_device_tree(restore["healer"], device))
         done = float(restore.get("wall", 0.0))
-    callbacks = [*rule_cbs, recorder]  # rules first: they write state.metrics (val) that the recorder samples
+    # rules first: they write state.metrics (val) that the schedule reads and the recorder samples
+    callbacks = [*rule_cbs, schedule, recorder]
+    if cfg.time_limit:
+        callbacks.append(TimeLimit(float(cfg.time_limit), check_every=check, spent=done))
     if not quiet:
         callbacks.append(ProgressBar(recorder, description=cfg.method, console=console))
-    t0 = time.perf_counter()
-    out = _Run(state, recorder, rule_cbs, done, healer)
-    if checkpoint is not None:
-        out.checkpointer = checkpoint(out, t0)
-        callbacks.append(out.checkpointer)
-    run(method, state, callbacks, healer=healer)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    out.wall = done + time.perf_counter() - t0
+    out = _Run(state, recorder, rule_cbs, done, healer, schedule=schedule, budget=step_budget(cfg, method)[1])
+    out.callbacks = callbacks
     return out
+
+
+def _advance(method, run_: _Run, max_steps: int | None = None) -> _Run:
+    """Run (or continue) ``run_`` on the engine up to ``max_steps`` steps (default: its budget)."""
+    from .engine import run
+
+    if max_steps is not None:
+        run_.state.max_steps = int(max_steps)
+    t0 = time.perf_counter()
+    run(method, run_.state, run_.callbacks, healer=run_.healer)
+    if run_.state.device.type == "cuda":
+        torch.cuda.synchronize(run_.state.device)
+    run_.wall += time.perf_counter() - t0
+    return run_
+
+
+def _run_once(method, problem, cfg: RunConfig, device, *, split, rules, mask, quiet, console, restore=None,
+              checkpoint=None, net=None) -> _Run:
+    """Build the run (:func:`_build_run`) and run it; ``checkpoint(run, t0) -> Checkpointer``: the
+    run's checkpoint writer."""
+    out = _build_run(method, problem, cfg, device, split=split, rules=rules, mask=mask, quiet=quiet,
+                     console=console, restore=restore, net=net)
+    if checkpoint is not None:
+        out.checkpointer = checkpoint(out, time.perf_counter())
+        out.callbacks.append(out.checkpointer)
+    return _advance(method, out)
 
 
 def _comparable(request: dict) -> dict:
@@ -347,6 +410,14 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
     from .rundir import can_write_dicom
     from .stopping import needs_split, parse_rules
 
+    if cfg.method == "auto":  # the method chosen by held-out misfit: a selection over runs
+        from .auto import reconstruct_auto
+
+        if net is not None:
+            raise DipkitError("--method auto chooses among dipkit's methods; a user network needs a named method")
+        if dicom and not can_write_dicom(problem.meta.get("source"), problem.spec.get("kind")):
+            raise DipkitError("--dicom needs a CT problem simulated from (or imported as) a DICOM CT slice")
+        return reconstruct_auto(problem, cfg, out_dir, quiet=quiet, console=console, overwrite=overwrite, dicom=dicom)
     if method is None:
         method = cfg.validate()
     out = None if out_dir is None else Path(out_dir)
@@ -460,8 +531,12 @@ def _finish(main: _Run, *, method, problem, cfg: RunConfig, resolved: RunConfig,
     val_info = None
     wall = main.wall
     rollbacks = [] if main.healer is None else list(main.healer.records)
-    if split is not None:
-        val_cb = next(cb for cb in main.rules if cb.rule == "val")
+    val_cb = next((cb for cb in main.rules if cb.rule == "val"), None)
+    if split is not None and val_cb is None:  # a split without the val rule (an auto run's baseline): its result
+        p, s = metric_pair(recon, problem, mask)
+        val_info = {**split.describe(), "iteration": state.step, "misfit": float(split.misfit(recon).mean()),
+                    "psnr": p, "ssim": s, "refit": None}
+    elif split is not None:
         val_info = {**split.describe(), **{k: v for k, v in selection(val_cb, problem, mask).items()
                                            if k in ("iteration", "misfit", "psnr", "ssim")}, "refit": None}
         if do_refit is not None and cfg.validation.refit and val_cb.iteration:
@@ -502,6 +577,8 @@ def _finish(main: _Run, *, method, problem, cfg: RunConfig, resolved: RunConfig,
         selections=selections,
         validation=val_info,
         stop_reason=state.stop_reason,
+        stop=stop_info(state, main.budget, main.rules, resolved.time_limit),
+        schedule=None if main.schedule is None else main.schedule.describe(),
         device=str(device),
         precision=resolved.precision,
         fov_mask=bool(cfg.fov_mask),

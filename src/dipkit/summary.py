@@ -8,7 +8,7 @@ import math
 from .metrics import psnr, ssim
 from .uncertainty import calibration
 
-__all__ = ["metric_pair", "finite", "selection", "ensemble_info", "uncertainty_info"]
+__all__ = ["metric_pair", "finite", "selection", "ensemble_info", "uncertainty_info", "stop_info"]
 
 
 def metric_pair(x, problem, mask):
@@ -55,3 +55,30 @@ def uncertainty_info(std, recon, problem) -> dict | None:
         err = (recon - problem.x_true).detach().cpu().numpy()
         info["calibration"] = calibration(std.detach().cpu().numpy(), err)
     return info
+
+
+def stop_info(state, budget: str, rules, time_limit=None) -> dict:
+    """Why a run stopped, for ``metrics.json`` (``stop``):
+
+    ``{kind, step, reason, budget, max_iterations, time_limit, still_improving}`` with ``kind`` one
+    of ``patience`` (a stopping rule's window passed without a new selection), ``time_limit``,
+    ``cap`` (a run that decides its own length reached ``max_iterations``), ``budget`` (a fixed or
+    default step budget was spent), ``direct`` (FBP), ``rule``/``members`` (other stops);
+    ``still_improving`` — whether the ``val`` rule's best step lies within its patience window of
+    the end (the held-out misfit was still finding new minima when the run ended, so more steps
+    might have helped; null without a ``val`` rule)."""
+    step, max_steps = int(state.step), int(getattr(state, "max_steps", state.step))
+    kind = getattr(state, "stop_kind", None) if getattr(state, "stop_reason", None) else None
+    reason = getattr(state, "stop_reason", None)
+    if kind is None:
+        kind = {"direct": "direct", "auto": "cap"}.get(budget, "budget")
+        reason = reason or {"direct": "a direct method (one step)",
+                            "cap": f"reached max_iterations = {max_steps}",
+                            "budget": f"ran its budget of {max_steps} steps"}[kind]
+    val = next((cb for cb in rules if getattr(cb, "rule", None) == "val"), None)
+    improving = None
+    if val is not None and val.iterations:
+        improving = bool(any(b >= 0 and b + val.window(b) > step for b in val.iterations))
+    return {"kind": kind, "step": step, "reason": reason, "budget": budget,
+            "max_iterations": max_steps if budget in ("auto", "fixed", "default") else None,
+            "time_limit": None if not time_limit else float(time_limit), "still_improving": improving}

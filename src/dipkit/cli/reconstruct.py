@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 
 from ..errors import DipkitError
-from .common import DEVICES, Verb, positive_int, summary
+from .common import DEVICES, Verb, positive_float, positive_int, summary
 
 __all__ = ["RECONSTRUCT", "build_config"]
 
 #: options that set up a run; --resume takes the run's own
-_RUN_OPTIONS = ("method", "iterations", "seed", "device", "early_stop", "ensemble", "config")
+_RUN_OPTIONS = ("method", "iterations", "max_iterations", "time_limit", "seed", "device", "early_stop", "ensemble",
+                "combine", "config")
 
 
 def checkpoint_every(text: str):
@@ -34,14 +35,24 @@ def checkpoint_every(text: str):
 def add_arguments(r) -> None:
     r.add_argument("problem", nargs="?", help="problem file written by 'dipkit simulate' (with --resume: optional, "
                                               "default the file the run used)")
-    r.add_argument("--method", help="method name (see 'dipkit methods'; default dip)")
-    r.add_argument("--iterations", type=positive_int, help="gradient steps (default: the method's, e.g. 3000)")
+    r.add_argument("--method", help="method name (see 'dipkit methods'; default dip), or 'auto': a portfolio of "
+                                    "methods ranked by held-out misfit, the best one is the reconstruction")
+    r.add_argument("--iterations", type=positive_int,
+                   help="a fixed number of gradient steps (default: network methods stop themselves when the "
+                        "held-out misfit has not improved for max(500, half the best step) steps; others run "
+                        "their method's default, e.g. TV 500)")
+    r.add_argument("--max-iterations", type=positive_int, metavar="N",
+                   help="cap of a run that decides its own length (default 20000)")
+    r.add_argument("--time-limit", type=positive_float, metavar="SECONDS",
+                   help="stop after this much wall time, keeping the best iterate found so far")
     r.add_argument("--seed", type=int, help="seed of network init, input and per-step noise (default 0)")
     r.add_argument("--device", choices=DEVICES, help="auto uses a GPU when there is one (default)")
     r.add_argument("--early-stop", metavar="RULE",
                    help="stopping rule(s): 'val' (held-out misfit, no ground truth needed) or 'wmv' (running "
                         "variance) to stop, ':record' to only record the selection; several comma-separated "
                         "(the first one's selection is the reconstruction); 'none'")
+    r.add_argument("--combine", type=positive_int, metavar="K",
+                   help="with --method auto: average the K candidates with the least held-out misfit")
     r.add_argument("--ensemble", type=positive_int, metavar="N",
                    help="N independently seeded reconstructions (seeds SEED…SEED+N−1) as one batched run: "
                         "writes their mean and the per-pixel std (uncertainty.npy/png)")
@@ -73,12 +84,14 @@ def build_config(args):
     cfg = RunConfig()
     if args.config:
         cfg.update(load_config(args.config), source=str(args.config))
-    for key in ("method", "iterations", "seed", "device", "ensemble"):
+    for key in ("method", "iterations", "max_iterations", "time_limit", "seed", "device", "ensemble"):
         v = getattr(args, key)
         if v is not None:
             cfg.set(key, v)
     if args.early_stop is not None:
         cfg.set("early_stop.rule", args.early_stop)
+    if getattr(args, "combine", None) is not None:
+        cfg.set("auto.combine", args.combine)
     for key, value in parse_overrides(args.set):
         cfg.set(key, value)
     _checkpoint_flags(cfg, args)

@@ -52,6 +52,10 @@ def _run(method, state: State, cbs: Callback, healer) -> State:
     method.setup(state, resuming=resuming)
     if state.optimizer is None:
         groups = method.param_groups(state)
+        if groups and state.net is not None:
+            from ..nets.ensemble import split_member_groups
+
+            groups = split_member_groups(groups, state.net)  # one group per member: per-member rates
         state.optimizer = method.make_optimizer(groups) if groups else None
     if state.pending_optimizer is not None:
         if state.optimizer is not None:

@@ -59,7 +59,9 @@ class State:
     :ivar step: gradient steps taken so far (the only step counter).
     :ivar outer_step: outer updates done so far.
     :ivar max_steps: the step budget.
-    :ivar stop: set by a callback to end the run; ``stop_reason`` says why.
+    :ivar stop: set by a callback to end the run; ``stop_reason`` says why and ``stop_kind`` names
+        the cause (``patience`` — a stopping rule's window passed without a new selection —,
+        ``time_limit``, ``rule``, ``members``).
     :ivar z_perturb: std ``σ_p`` of fresh noise added to ``z`` every step (0: none).
     :ivar autocast_dtype: e.g. ``torch.bfloat16`` to run the network under autocast (an engine
         setting, not method code); ``None`` for full precision.
@@ -99,6 +101,7 @@ class State:
     outer_step: int = 0
     stop: bool = False
     stop_reason: str | None = None
+    stop_kind: str | None = None
     z_perturb: float = 0.0
     autocast_dtype: torch.dtype | None = None
     meta: dict[str, Any] = field(default_factory=dict)
@@ -154,10 +157,10 @@ class State:
             out = self.net(z)
         return out.to(self.y.dtype)
 
-    def request_stop(self, reason: str) -> None:
-        """Ask the engine to stop after the current step."""
+    def request_stop(self, reason: str, kind: str = "rule") -> None:
+        """Ask the engine to stop after the current step (``kind``: see :attr:`stop`)."""
         if not self.stop:
-            self.stop, self.stop_reason = True, reason
+            self.stop, self.stop_reason, self.stop_kind = True, reason, kind
 
     def state_dict(self) -> dict:
         """Everything needed to resume: network, optimiser, z, aux, estimate, the last loss terms and
@@ -182,6 +185,7 @@ class State:
             "outer_step": self.outer_step,
             "stop": self.stop,
             "stop_reason": self.stop_reason,
+            "stop_kind": self.stop_kind,
             "generator": self.generator.get_state(),
             "generators": None if self.generators is None else [g.get_state() for g in self.generators],
             "rng": rng,
@@ -219,7 +223,7 @@ class State:
             self.terms = dict(mv(sd.get("terms") or {}))
             self.metrics = dict(mv(sd.get("metrics") or {}))
         self.step, self.outer_step = int(sd["step"]), int(sd["outer_step"])
-        self.stop, self.stop_reason = bool(sd["stop"]), sd.get("stop_reason")
+        self.stop, self.stop_reason, self.stop_kind = bool(sd["stop"]), sd.get("stop_reason"), sd.get("stop_kind")
         self.generator.set_state(sd["generator"].cpu())
         for g, st in zip(self.generators or [], sd.get("generators") or []):
             g.set_state(st.cpu())

@@ -120,8 +120,15 @@ class Method:
     #: ``data.subset < 1`` (stochastic DIP) applies; ``False`` where the data enter only through a
     #: classical update (``dip-admm-v1``)
     stochastic_data: ClassVar[bool] = True
-    #: gradient steps when the run does not say (``--iterations``)
+    #: gradient steps when the run does not say (``--iterations``) and no ``val`` rule stops it
     default_iterations: ClassVar[int | None] = 3000
+    #: the cap of a run that decides its own length (no ``--iterations``, the ``val`` rule stopping
+    #: it after a patience window without a new held-out minimum; :func:`dipkit.runner.step_budget`);
+    #: ``None``: the method always runs ``default_iterations`` (e.g. SGLD's posterior mean needs
+    #: its burn-in and sampling phases)
+    max_iterations: ClassVar[int | None] = 20000
+    #: the optimiser's rate is an Adam step size a schedule may lower (:mod:`dipkit.engine.schedule`)
+    schedulable: ClassVar[bool] = True
     #: outer update every ``inner_steps`` gradient steps (0: never)
     inner_steps: int = 0
     #: ``precision=auto`` may run the network in bf16 on hardware that does bf16 natively

@@ -85,6 +85,7 @@ class LinearisedDIP(Method):
         if optimizer not in ("gd", "adam"):
             raise ValueError(f"optimizer must be 'gd' or 'adam', got {optimizer!r}")
         self.optimizer = optimizer
+        self.schedulable = optimizer == "adam"  # gd / L-BFGS: no Adam rate for a schedule to lower
         self.step = positive("step", step)
         self.power_iters = count("power_iters", power_iters)
 

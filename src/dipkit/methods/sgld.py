@@ -135,6 +135,8 @@ class SGLD(Method):
     reference = "Cheng, Gadelha, Maji & Sheldon, A Bayesian perspective on the deep image prior, CVPR 2019"
     algorithm = "SGLD (Welling & Teh 2011); thesis §2.3.3 eq. 14"
     default_iterations = 10000
+    max_iterations = None  # the posterior mean needs its burn-in and sampling phases: a fixed budget
+    schedulable = False  # lr also sets the Langevin noise √(2·lr·T)
 
     def __init__(self, *, lr: float = 0.1, T: float = 1e-7, lam: float = 5e-8, burn_in: int | None = None):
         if float(lr) <= 0:

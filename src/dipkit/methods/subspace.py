@@ -125,6 +125,7 @@ class SubspaceDIP(Method):
         if self.leverage is not None and not 0 < self.leverage <= 1:
             raise ValueError(f"leverage must be in (0, 1], got {leverage}")
         self.optimizer = optimizer
+        self.schedulable = optimizer == "adam"  # gd / L-BFGS: no Adam rate for a schedule to lower
         # L-BFGS's line search compares the loss at trial points: a random data subset per evaluation
         # (data.subset < 1) would make those comparisons meaningless, so only Adam takes it
         self.stochastic_data = optimizer == "adam"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ["Ensemble"]
+__all__ = ["Ensemble", "split_member_groups"]
 
 
 class Ensemble(nn.Module):
@@ -35,3 +35,25 @@ class Ensemble(nn.Module):
     def member_parameters(self, b: int):
         """The parameters of member ``b``."""
         return self.members[b].parameters()
+
+
+def split_member_groups(groups: list[dict], net: nn.Module) -> list[dict]:
+    """Optimiser parameter groups with each member's parameters in groups of their own (tag
+    ``"member": b``), so that a schedule can change one member's learning rate
+    (:mod:`dipkit.engine.schedule`); parameters that belong to no member (e.g. a shared input) keep
+    a group without the tag. Adam's update is elementwise, so the split changes no step."""
+    if not isinstance(net, Ensemble):
+        return groups
+    owner = {id(p): b for b, m in enumerate(net.members) for p in m.parameters()}
+    out = []
+    for g in groups:
+        params = list(g["params"])
+        opts = {k: v for k, v in g.items() if k != "params"}
+        for b in range(len(net.members)):
+            mine = [p for p in params if owner.get(id(p)) == b]
+            if mine:
+                out.append({**opts, "params": mine, "member": b})
+        rest = [p for p in params if id(p) not in owner]
+        if rest:
+            out.append({**opts, "params": rest})
+    return out

@@ -32,7 +32,7 @@ STOPPING_RULES: Registry = Registry("early-stopping rule")
 @STOPPING_RULES.register("wmv", description="windowed moving variance of the estimates (Wang et al. 2021; "
                                             "CT paper Alg. 2)")
 def _wmv(mode, es, *, check_every, split=None):
-    return WMV(window=int(es.window), patience=int(es.patience), delta=float(es.delta), mode=mode,
+    return WMV(window=int(es.window), patience=_patience(es, 1000), delta=float(es.delta), mode=mode,
                check_every=check_every, source=getattr(es, "source", "estimate"))
 
 
@@ -40,7 +40,14 @@ def _wmv(mode, es, *, check_every, split=None):
 def _val(mode, es, *, check_every, split=None):
     if split is None:
         raise ValueError("the val rule needs a validation split")
-    return Validation(split, patience=int(es.patience), mode=mode, check_every=check_every)
+    return Validation(split, patience=_patience(es, 500), patience_scale=float(getattr(es, "patience_scale", 0.0)),
+                      mode=mode, check_every=check_every)
+
+
+def _patience(es, default: int) -> int:
+    """``es.patience``, or the rule's own default when it is None."""
+    p = getattr(es, "patience", None)
+    return default if p is None else int(p)
 
 
 #: the spellings of "no rule"
@@ -68,10 +75,14 @@ def parse_rule(text) -> tuple[str | None, str]:
 AUTO = "auto"
 
 
-def resolve_rule(text, method):
-    """``text`` with ``auto`` resolved for ``method`` (``val`` if it trains a network, else None)."""
+def resolve_rule(text, method, fixed_budget: bool = False):
+    """``text`` with ``auto`` resolved for ``method``: ``val`` if it trains a network (the run stops
+    when the held-out misfit has stopped improving), ``val:record`` when the step budget is fixed
+    (``--iterations N``: the run goes the N steps and the val rule only picks), else None."""
     if text == AUTO:
-        return "val" if getattr(method, "uses_network", False) else None
+        if not getattr(method, "uses_network", False):
+            return None
+        return "val:record" if fixed_budget else "val"
     return text
 
 

@@ -8,8 +8,16 @@ held-out entries,
 .. math:: v(k) = \frac{1}{|H|}\sum_{i \in H}\big((A\hat x_k)_i - y_i\big)^2 ,
 
 keeps its running minimum :math:`v(k^\star)` with the estimate :math:`\hat x_{k^\star}`, and — in
-``stop`` mode — ends the run when no new minimum has appeared for ``patience`` steps (read back to
-the host once every ``check_every`` steps). The held-out entries carry only noise the fit never
+``stop`` mode — ends the run when no new minimum has appeared for
+
+.. math:: P(k^\star) = \max\big(p,\ s\,k^\star\big)
+
+steps (``patience`` p, ``patience_scale`` s; read back to the host once every ``check_every``
+steps). The window grows with the step of the best iterate so far: a run whose best came late
+(slow CT runs peak after thousands of steps, with long flat stretches and temporary rises on the
+way) waits proportionally longer, while a fast one (denoising peaks after a few hundred steps)
+stops soon after its minimum. This is how a network method decides its own length
+(:func:`dipkit.runner.step_budget`: with no ``--iterations`` the budget is only a cap). The held-out entries carry only noise the fit never
 saw, so :math:`v` falls while the reconstruction improves and rises once the method starts to fit
 noise (or leaves the data): :math:`\mathbb E\,v(k) = \sigma^2 + \frac1{|H|}\|(A(\hat x_k - x))_H\|^2`.
 The selection is :math:`\hat x_{k^\star}` (``mode="record"`` runs to the end and only records it).
@@ -33,24 +41,28 @@ class Validation(Callback):
     """The ``val`` rule (see module docs).
 
     :param split: the run's :class:`~dipkit.physics.split.ValidationSplit`.
-    :param patience: steps without a new minimum before stopping (``mode="stop"``).
+    :param patience: steps p without a new minimum before stopping (``mode="stop"``).
+    :param patience_scale: s: the window is ``max(p, s · best step)`` (0: a fixed window p).
     :param mode: ``"stop"`` ends the run; ``"record"`` only records the selection.
     :param check_every: steps between evaluations of the held-out misfit (the history interval).
     """
 
     rule = "val"
 
-    def __init__(self, split, *, patience: int = 1000, mode: str = "stop", check_every: int = 10):
-        if patience < 0 or check_every < 1:
-            raise ValueError("val needs patience ≥ 0 and check_every ≥ 1")
+    def __init__(self, split, *, patience: int = 500, patience_scale: float = 0.0, mode: str = "stop",
+                 check_every: int = 10):
+        if patience < 0 or check_every < 1 or not patience_scale >= 0:
+            raise ValueError("val needs patience ≥ 0, patience_scale ≥ 0 and check_every ≥ 1")
         if mode not in ("stop", "record"):
             raise ValueError(f"val mode must be 'stop' or 'record', got {mode!r}")
         self.split, self.patience, self.mode, self.check_every = split, int(patience), mode, int(check_every)
+        self.patience_scale = float(patience_scale)
         self.best = self.best_step = self.best_estimate = None
         self.iteration: int | None = None
         self.iterations: list[int] = []
         self.estimate: torch.Tensor | None = None
         self.value: float | None = None
+        self._host = None  # (step, best_step on the host) of the last read
 
     @torch.no_grad()
     def on_step_end(self, state):
@@ -68,10 +80,28 @@ class Validation(Callback):
         self.best_step = torch.where(better, torch.full_like(self.best_step, state.step), self.best_step)
         self.best_estimate = torch.where(better.view(-1, *[1] * (x.ndim - 1)), x, self.best_estimate)
         if self.mode == "stop":
-            best_step = self.best_step.cpu()  # one read every check_every steps
-            if bool((state.step > best_step + self.patience).all()):
-                state.request_stop(f"val: no new held-out misfit minimum for {self.patience} steps "
-                                   f"after step {int(best_step.max())}")
+            best_step = self.host_best_step(state)  # one read every check_every steps
+            window = self.window(best_step)
+            if bool((state.step > best_step + window).all()):
+                last = int(best_step.argmax())
+                state.request_stop(f"val: no new held-out misfit minimum for {int(window[last])} steps "
+                                   f"after step {int(best_step[last])}", kind="patience")
+
+    def host_best_step(self, state):
+        """The best step of each sample, on the host (``[B]`` int64; None before the first check);
+        read from the device at most once per step (the rule and a schedule share the read)."""
+        if self.best_step is None:
+            return None
+        if self._host is None or self._host[0] != state.step:
+            self._host = (state.step, self.best_step.cpu())
+        return self._host[1]
+
+    def window(self, best_step):
+        """The patience window ``max(p, s · best step)`` (elementwise; ints or a tensor of steps)."""
+        if isinstance(best_step, torch.Tensor):
+            return torch.clamp((self.patience_scale * best_step.clamp_min(0).to(torch.float64)).floor().to(torch.int64),
+                               min=self.patience)
+        return max(self.patience, int(self.patience_scale * max(int(best_step), 0)))
 
     def on_end(self, state):
         if self.best is None:
@@ -87,3 +117,4 @@ class Validation(Callback):
     def load_state_dict(self, sd):
         if sd:
             self.best, self.best_step, self.best_estimate = sd["best"], sd["best_step"], sd["best_estimate"]
+            self._host = None

@@ -169,7 +169,7 @@ class WMV(Callback):
             if bool((state.step > k_min + self.patience).all()):
                 self.stopped = True
                 state.request_stop(f"wmv: no new variance minimum for {self.patience} steps "
-                                   f"after step {int(k_min.max())}")
+                                   f"after step {int(k_min.max())}", kind="patience")
 
     def on_end(self, state):
         if self.k_min is not None and bool((self.k_min >= 0).any()):

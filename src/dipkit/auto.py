@@ -1,0 +1,442 @@
+r"""``--method auto``: the method chosen without a ground truth, by held-out misfit.
+
+A user who does not know which method suits their measurement names ``auto``. dipkit then runs a
+*portfolio* of candidates — the classical baseline and the network methods that win somewhere in
+the benchmark tables (:data:`PORTFOLIOS`) — on **one** validation split
+(:mod:`dipkit.physics.split`: every candidate fits the same entries and is scored on the same
+held-out ones) and ranks them by the misfit of their ``val`` pick on the held-out entries,
+
+.. math:: v_c = \min_k \frac{1}{|H|}\sum_{i\in H}\big((A\hat x^{(c)}_k)_i - y_i\big)^2 ,
+
+the same score that picks each run's iterate (:mod:`dipkit.stopping.val`) and ``dipkit tune``'s
+grid point. The candidate with the least :math:`v_c` is the reconstruction.
+
+**Successive halving** keeps the price near that of a few runs, not of the whole portfolio
+(Jamieson & Talwalkar, AISTATS 2016; Li et al., Hyperband, JMLR 2018): the classical baselines
+run to the end (they take seconds); the network candidates all get ``min_steps`` steps, are
+ranked by :math:`v_c` so far, and the better ``1/eta`` of them (rounded up) continue to
+``eta`` × as many steps; and so on until one is left, which runs until its own ``val`` rule
+stops it (the patience window, :mod:`dipkit.stopping.val`) or its cap. Candidates are continued,
+not restarted (their engine state is kept between rungs). A candidate whose rule stopped it early
+keeps its final score and costs nothing more. Ranking after a short budget can drop a slow starter
+that would have won (the rows of ``selection.csv`` say at which rung each was dropped and with what
+misfit).
+
+``--combine K`` (``auto.combine``) averages the reconstructions of the K candidates with the least
+misfit instead of taking the best one; the held-out misfit of the average is recorded beside.
+
+Output (an ordinary run directory, so ``dipkit bench`` can have an ``auto`` row): the chosen
+(or combined) reconstruction with the chosen candidate's history and metrics, ``metrics.json``
+with ``auto: {chosen, candidates, rungs, combine, total_steps, wall_time_s}``, ``selection.csv``
+and ``selection.md`` (one row per candidate: settings, misfit, pick, steps, stop, time, and
+PSNR/SSIM when a ground truth is known) and ``candidates/<label>/`` (each candidate's run
+directory). An interrupted ``auto`` run starts over (no checkpoints).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io as _io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .config import RunConfig
+from .errors import DipkitError
+
+__all__ = ["PORTFOLIOS", "CANDIDATES", "portfolio", "candidate_config", "AutoSelection", "successive_halving",
+           "reconstruct_auto", "SELECTION_CSV", "SELECTION_MD", "CANDIDATES_DIR"]
+
+from .rundir import CANDIDATES as CANDIDATES_DIR, SELECTION_CSV, SELECTION_MD  # noqa: E402  (file names)
+
+#: candidates that are not a method name with its defaults: label → settings
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "dip-dd": {"method": "dip", "net": {"name": "deep-decoder"}},  # DIP with the deep decoder
+}
+
+#: the default portfolio per task family (the problem's ``spec["kind"]`` / task name prefix)
+PORTFOLIOS: dict[str, list[str]] = {
+    "ct": ["tv", "dip", "dip-tv", "dip-dd", "dip-denoiser-admm", "aseqdip"],
+    "mri": ["tv", "dip", "dip-tv", "dip-dd", "dip-admm-v2"],
+    "image": ["tv", "dip", "dip-tv", "dip-dd", "deepred", "dip-denoiser-admm"],
+}
+
+
+def _family(problem) -> str:
+    kind = str((problem.spec or {}).get("kind", "") or problem.task or "")
+    task = str(problem.task or "")
+    if kind.startswith("ct") or task.startswith("ct"):
+        return "ct"
+    if kind.startswith("mri") or task.startswith("mri"):
+        return "mri"
+    return "image"
+
+
+def portfolio(problem) -> list[str]:
+    """The default candidates for ``problem`` (:data:`PORTFOLIOS` by task family)."""
+    return list(PORTFOLIOS[_family(problem)])
+
+
+def _labels(value) -> list[str] | None:
+    if value in (None, "", "auto"):
+        return None
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",")]
+    labels = [str(v).strip() for v in value if str(v).strip()]
+    if len(set(labels)) != len(labels):
+        raise DipkitError(f"auto.candidates names a candidate twice: {', '.join(labels)}")
+    return labels or None
+
+
+def candidate_config(cfg: RunConfig, label: str) -> RunConfig:
+    """The run configuration of candidate ``label`` (a method name, or a :data:`CANDIDATES` label)
+    in an ``auto`` run asked for with ``cfg``: its method with its defaults, the run's settings
+    (seed, device, precision, validation split, schedule, cap, network options where the network
+    is the same) and the ``val`` rule for network methods (it stops them; a classical baseline runs
+    its own budget and its final result is scored)."""
+    from .methods import get_method
+
+    spec = CANDIDATES.get(label, {"method": label})
+    c = copy.deepcopy(cfg)
+    c.method = spec["method"]
+    c.params = dict(spec.get("params", {}))
+    c.ensemble, c.time_limit = 1, None
+    c.auto = type(cfg.auto)()
+    net = spec.get("net")
+    if net and net.get("name") and net["name"] != c.net.name:
+        c.net.name, c.net.options = net["name"], {k: v for k, v in net.items() if k != "name"}
+    cls = get_method(c.method)
+    if getattr(cls, "uses_network", True):
+        c.early_stop.rule = "val"
+    else:  # a baseline runs its own budget to its converged result, which is scored (and returned) as it is
+        c.early_stop.rule = None
+        c.iterations = None
+    return c
+
+
+class AutoSelection:
+    """What :meth:`RunConfig.validate` returns for ``method: auto`` (the candidates' configurations,
+    each validated); it quacks enough like a method for the code that inspects one."""
+
+    name = "auto"
+    uses_network = True
+    direct = False
+    batchable = False
+    stochastic_data = False
+    default_iterations = None
+
+    def __init__(self, cfg: RunConfig):
+        a = cfg.auto
+        self.labels = _labels(a.candidates)
+        if int(a.min_steps) < 1 or int(a.eta) < 2 or int(a.combine) < 1:
+            raise DipkitError("auto needs min_steps ≥ 1, eta ≥ 2 and combine ≥ 1")
+        if cfg.params:
+            raise DipkitError(f"--method auto takes no method parameters ({', '.join(cfg.params)}); "
+                              "name candidates with auto.candidates=…")
+        if int(cfg.ensemble) != 1:
+            raise DipkitError("--method auto does not combine with --ensemble (use --combine K)")
+        if cfg.early_stop.rule not in ("auto", "val"):
+            raise DipkitError("--method auto chooses by held-out misfit: its candidates use the val rule "
+                              f"(drop --early-stop {cfg.early_stop.rule})")
+        if cfg.validation.refit:
+            raise DipkitError("--method auto does not refit (validation.refit)")
+        if self.labels is not None:
+            self.check(cfg, self.labels)
+        self.cfg = cfg
+
+    @staticmethod
+    def check(cfg: RunConfig, labels: list[str]) -> None:
+        for label in labels:
+            if label == "auto":
+                raise DipkitError("auto.candidates cannot name auto")
+            try:
+                candidate_config(cfg, label).validate()
+            except DipkitError as exc:
+                raise DipkitError(f"auto candidate {label!r}: {exc}") from None
+
+    def config(self) -> dict:
+        a = self.cfg.auto
+        return {"candidates": self.labels, "min_steps": int(a.min_steps), "eta": int(a.eta), "combine": int(a.combine)}
+
+
+# ---------------------------------------------------------------------- successive halving
+def successive_halving(candidates: list, *, advance: Callable[[Any, int | None], None], score: Callable[[Any], float],
+                       finished: Callable[[Any], bool], min_steps: int, eta: int = 2,
+                       out_of_time: Callable[[], bool] = lambda: False) -> list[dict]:
+    """Successive halving over ``candidates`` (module docs).
+
+    ``advance(c, budget)`` continues candidate ``c`` until it has taken ``budget`` steps in all
+    (``None``: until its own stopping rule or cap); ``score(c)`` is its held-out misfit so far
+    (lower is better); ``finished(c)``: its rule stopped it (no more steps needed).
+    Returns the rungs: ``[{budget, scores: [(candidate, score)…] best first, kept, dropped}]``;
+    the last survivor has been run to its end.
+    """
+    active, budget, rungs = list(candidates), int(min_steps), []
+    while len(active) > 1:
+        for c in active:
+            if not finished(c) and not out_of_time():
+                advance(c, budget)
+        ranked = sorted(active, key=lambda c: _key(score(c)))
+        n_keep = max(1, math.ceil(len(active) / eta))
+        rungs.append({"budget": budget, "scores": [(c, score(c)) for c in ranked],
+                      "kept": ranked[:n_keep], "dropped": ranked[n_keep:]})
+        active = ranked[:n_keep]
+        budget *= eta
+        if out_of_time():
+            break
+    for c in active[:1]:
+        if not finished(c) and not out_of_time():
+            advance(c, None)
+    return rungs
+
+
+def _key(v) -> float:
+    return math.inf if v is None or not math.isfinite(v) else float(v)
+
+
+# ---------------------------------------------------------------------- the run
+@dataclass
+class _Candidate:
+    label: str
+    cfg: RunConfig
+    method: Any = None
+    resolved: RunConfig | None = None
+    run: Any = None  # runner._Run
+    status: str = "pending"
+    error: str | None = None
+    dropped_at: int | None = None
+    result: Any = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        return 0 if self.run is None else int(self.run.state.step)
+
+    def misfit(self) -> float | None:
+        """The held-out misfit of the candidate's pick so far (a baseline: of its result)."""
+        if self.run is None or self.error is not None:
+            return None
+        if "misfit" in self.extra:
+            return self.extra["misfit"]
+        val = next((cb for cb in self.run.rules if cb.rule == "val"), None)
+        if val is None or val.best is None:
+            return None
+        return float(val.best.mean())
+
+    def finished(self) -> bool:
+        return self.run is None or bool(self.run.state.stop) or self.error is not None
+
+
+def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = False, console=None,
+                     overwrite: bool = True, dicom: bool = False, log: Callable[[str], None] | None = None):
+    """``--method auto`` on ``problem`` (module docs); returns the :class:`~dipkit.rundir.RunResult`
+    of the chosen (or combined) reconstruction and writes the run directory when ``out_dir`` is given."""
+    from . import __version__
+    from .metrics import fov_mask
+    from .rundir import RunResult, prepare_run_dir, write_run_dir
+    from .runner import _advance, _build_run, _finish, make_split, resolve_config, resolve_device
+    from .stopping import parse_rules
+    from .stopping.limits import TimeLimit
+    from .summary import metric_pair
+
+    sel = cfg.validate()
+    if not isinstance(sel, AutoSelection):
+        raise DipkitError("reconstruct_auto needs method: auto")
+    say = log or ((lambda m: None) if quiet else (console.print if console is not None else print))
+    labels = sel.labels or portfolio(problem)
+    AutoSelection.check(cfg, labels)
+    out = None if out_dir is None else Path(out_dir)
+    if out is not None:
+        prepare_run_dir(out, overwrite=bool(overwrite))
+    t_start = time.perf_counter()
+    deadline = None if not cfg.time_limit else t_start + float(cfg.time_limit)
+    device = resolve_device(cfg.device)
+    problem = problem.to(device)
+    split = make_split(problem, cfg)  # one split for every candidate
+    mask = None
+    if cfg.fov_mask:
+        _, h, w = problem.img_shape
+        mask = fov_mask(h, w, device=device, dtype=problem.y.dtype)
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.perf_counter() >= deadline
+
+    def with_deadline(run_) -> None:
+        run_.callbacks = [c for c in run_.callbacks if not isinstance(c, TimeLimit)]
+        if deadline is not None:
+            run_.callbacks.append(TimeLimit(max(deadline - time.perf_counter(), 1e-9),
+                                            check_every=int(cfg.log_every)))
+
+    cands = [_Candidate(label, candidate_config(cfg, label)) for label in labels]
+    say(f"auto: {len(cands)} candidates ({', '.join(labels)}) on one validation split "
+        f"({split.describe()['held_out']} held-out entries)")
+    for c in cands:
+        try:
+            c.method = c.cfg.validate()
+            c.resolved = resolve_config(c.cfg, c.method, problem)
+            rules = parse_rules(c.resolved.early_stop.rule)
+            c.run = _build_run(c.method, problem, c.resolved, device, split=split, rules=rules, mask=mask,
+                               quiet=True, console=console)
+        except (DipkitError, RuntimeError, ValueError) as exc:
+            c.error, c.status = " ".join(str(exc).split()), "failed"
+            say(f"auto: candidate {c.label} failed to start: {c.error}")
+
+    def advance(c: _Candidate, budget: int | None) -> None:
+        try:
+            with_deadline(c.run)
+            cap = step_cap(c)
+            _advance(c.method, c.run, cap if budget is None else min(int(budget), cap))
+        except (DipkitError, RuntimeError, ValueError) as exc:
+            c.error, c.status = " ".join(str(exc).split()), "failed"
+            say(f"auto: candidate {c.label} failed: {c.error}")
+
+    def step_cap(c: _Candidate) -> int:
+        from .runner import step_budget
+
+        return step_budget(c.resolved, c.method)[0]
+
+    ok = [c for c in cands if c.error is None]
+    baselines = [c for c in ok if not c.method.uses_network]
+    networks = [c for c in ok if c.method.uses_network]
+    for c in baselines:  # seconds each: to the end, then the misfit of the result
+        advance(c, None)
+        if c.error is None:
+            c.extra["misfit"] = float(split.misfit(c.run.state.estimate).mean())
+            c.status = "ran to the end"
+    if baselines:
+        say("auto: " + ", ".join(f"{c.label} misfit {_fmt(c.misfit())}" for c in baselines if c.error is None))
+    rungs = successive_halving(
+        networks, advance=advance, score=lambda c: c.misfit() if c.error is None else None,
+        finished=lambda c: c.finished(), min_steps=int(cfg.auto.min_steps), eta=int(cfg.auto.eta),
+        out_of_time=out_of_time)
+    for r, rung in enumerate(rungs):
+        for c in rung["dropped"]:
+            if c.error is None:
+                c.status, c.dropped_at = f"dropped after rung {r + 1} ({rung['budget']} steps)", r + 1
+        say(f"auto: rung {r + 1} ({rung['budget']} steps): "
+            + ", ".join(f"{c.label} {_fmt(s)}" for c, s in rung["scores"])
+            + f" → keeping {', '.join(c.label for c in rung['kept'])}")
+    for c in networks:
+        if c.error is None and c.dropped_at is None:
+            c.status = "stopped by its rule" if c.run.state.stop and c.run.state.stop_kind == "patience" else \
+                "ran to the end"
+
+    alive = [c for c in cands if c.error is None and c.misfit() is not None]
+    if not alive:
+        raise DipkitError("auto: every candidate failed (" + "; ".join(f"{c.label}: {c.error}" for c in cands) + ")")
+    for c in cands:
+        if c.error is None:
+            cdir = None if out is None else out / CANDIDATES_DIR / c.label
+            c.result = _finish(c.run, method=c.method, problem=problem, cfg=c.cfg, resolved=c.resolved, split=split,
+                               mask=mask, device=device, request=c.cfg.to_dict(), resumed_at=[], out=cdir,
+                               dicom=False, net=None, do_refit=None)
+    ranked = sorted(alive, key=lambda c: _key(c.misfit()))
+    chosen = ranked[0]
+    k = min(int(cfg.auto.combine), len(ranked))
+    recon = chosen.result.reconstruction
+    combine_info = None
+    if k > 1:
+        members = ranked[:k]
+        recon = torch.stack([m.result.reconstruction for m in members]).mean(0)
+        p, s = metric_pair(recon, problem, mask)
+        combine_info = {"k": k, "candidates": [m.label for m in members], "misfit": float(split.misfit(recon).mean()),
+                        "psnr": p, "ssim": s}
+    wall = time.perf_counter() - t_start
+    rows = _rows(cands, ranked, chosen)
+    total_steps = sum(c.steps for c in cands if c.method is not None and c.method.uses_network)
+
+    res = RunResult(dict(chosen.result))
+    p, s = metric_pair(recon, problem, mask)
+    request = cfg.to_dict()
+    asked = copy.deepcopy(cfg)
+    asked.auto.candidates = ",".join(labels)
+    res.update(method="auto", psnr=p, ssim=s, wall_time_s=wall, request=request, dipkit_version=__version__,
+               params={**sel.config(), "candidates": labels},
+               auto={"chosen": chosen.label, "chosen_method": chosen.cfg.method, "candidates": rows,
+                     "rungs": [{"budget": r["budget"], "scores": {c.label: v for c, v in r["scores"]},
+                                "kept": [c.label for c in r["kept"]], "dropped": [c.label for c in r["dropped"]]}
+                               for r in rungs],
+                     "combine": combine_info, "total_steps": total_steps, "wall_time_s": wall,
+                     "split": split.describe()})
+    res.reconstruction = recon
+    res.uncertainty = None
+    res.members = None
+    res.estimates = {**chosen.result.estimates, **({"combined": recon} if k > 1 else {})}
+    res.history = chosen.result.history
+    res.source = problem.meta.get("source")
+    res.operator_kind = problem.spec.get("kind")
+    res.config = asked.to_dict()
+    res.config["chosen"] = chosen.result.config
+    say(f"auto: chose {chosen.label} (held-out misfit {_fmt(chosen.misfit())})"
+        + (f"; combined the {k} best (misfit {_fmt(combine_info['misfit'])})" if k > 1 else "")
+        + f" — {total_steps} network steps in all, {wall:.0f} s")
+    if out is not None:
+        from .io import save_text
+
+        save_text(out / SELECTION_CSV, _csv(rows))
+        save_text(out / SELECTION_MD, _markdown(rows, chosen.label, combine_info, total_steps, wall))
+        write_run_dir(out, res, dicom=dicom)
+    return res
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else f"{v:.4g}"
+
+
+_COLUMNS = ["rank", "candidate", "method", "settings", "status", "misfit", "pick_iteration", "steps", "stop",
+            "wall_s", "psnr", "ssim", "peak_psnr"]
+
+
+def _rows(cands, ranked, chosen) -> list[dict]:
+    rank = {c.label: i + 1 for i, c in enumerate(ranked)}
+    rows = []
+    for c in sorted(cands, key=lambda c: rank.get(c.label, len(cands) + 1)):
+        r = c.result or {}
+        settings = {}
+        spec = CANDIDATES.get(c.label)
+        if spec:
+            settings = {k: v for k, v in spec.items() if k != "method"}
+        rows.append({"rank": rank.get(c.label), "candidate": c.label, "method": c.cfg.method,
+                     "settings": json.dumps(settings) if settings else "",
+                     "status": ("chosen" if c is chosen else c.status) if c.error is None else f"failed: {c.error}",
+                     "misfit": c.misfit() if c.error is None else None,
+                     "pick_iteration": (r.get("early_stop") or {}).get("iteration"),
+                     "steps": c.steps if c.method is not None and c.method.uses_network else r.get("iterations"),
+                     "stop": (r.get("stop") or {}).get("kind"),
+                     "wall_s": None if c.run is None else float(c.run.wall),
+                     "psnr": r.get("psnr"), "ssim": r.get("ssim"), "peak_psnr": (r.get("peak") or {}).get("psnr")})
+    return rows
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = _io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(_COLUMNS)
+    for r in rows:
+        w.writerow(["" if r.get(c) is None else (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in _COLUMNS])
+    return buf.getvalue()
+
+
+def _markdown(rows: list[dict], chosen: str, combine: dict | None, total_steps: int, wall: float) -> str:
+    def f(v, spec):
+        return "—" if v is None else format(v, spec)
+
+    lines = ["| rank | candidate | settings | held-out misfit | pick (it) | steps | stop | time s | PSNR | SSIM | "
+             "status |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {f(r['rank'], 'd')} | {r['candidate']} | {r['settings'] or '—'} | {f(r['misfit'], '.4g')} | "
+                     f"{f(r['pick_iteration'], 'd')} | {f(r['steps'], 'd')} | {r['stop'] or '—'} | "
+                     f"{f(r['wall_s'], '.1f')} | {f(r['psnr'], '.2f')} | {f(r['ssim'], '.3f')} | {r['status']} |")
+    lines += ["", f"Chosen by the least held-out misfit: **{chosen}**. {total_steps} network steps in all, "
+                  f"{wall:.0f} s."]
+    if combine:
+        lines.append(f"Combined: the mean of the {combine['k']} best ({', '.join(combine['candidates'])}), held-out "
+                     f"misfit {combine['misfit']:.4g}" + (f", PSNR {combine['psnr']:.2f} dB" if combine.get('psnr')
+                                                         is not None else "") + ".")
+    return "\n".join(lines) + "\n"

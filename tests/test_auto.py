@@ -1,0 +1,154 @@
+"""``--method auto``: successive halving, the choice by held-out misfit, --combine, the run directory,
+the CLI and the bench row."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from dipkit.auto import AutoSelection, candidate_config, portfolio, successive_halving
+from dipkit.config import RunConfig
+from dipkit.errors import DipkitError
+
+from .conftest import TINY_NET
+
+
+class _Fake:
+    """A candidate whose misfit after k steps is ``a / (1 + k)`` (it improves with steps; smaller ``a`` is
+    better at every budget)."""
+
+    def __init__(self, name, a, stops_at=None):
+        self.name, self.a, self.steps, self.stops_at, self.calls = name, a, 0, stops_at, []
+
+    def advance(self, budget):
+        self.calls.append(budget)
+        target = budget if budget is not None else 10_000
+        if self.stops_at is not None:
+            target = min(target, self.stops_at)
+        self.steps = max(self.steps, target)
+
+    def score(self):
+        return self.a / (1 + self.steps)
+
+    def finished(self):
+        return self.stops_at is not None and self.steps >= self.stops_at
+
+
+def test_successive_halving_keeps_the_better_half_and_doubles_the_budget():
+    cands = [_Fake(n, a) for n, a in [("e", 5.0), ("b", 2.0), ("d", 4.0), ("a", 1.0), ("c", 3.0)]]
+    rungs = successive_halving(cands, advance=lambda c, b: c.advance(b), score=lambda c: c.score(),
+                               finished=lambda c: c.finished(), min_steps=10, eta=2)
+    assert [r["budget"] for r in rungs] == [10, 20, 40]
+    assert [[c.name for c in r["kept"]] for r in rungs] == [["a", "b", "c"], ["a", "b"], ["a"]]
+    assert [[c.name for c in r["dropped"]] for r in rungs] == [["d", "e"], ["c"], ["b"]]
+    by = {c.name: c for c in cands}
+    assert by["e"].steps == 10 and by["c"].steps == 20 and by["b"].steps == 40
+    assert by["a"].calls == [10, 20, 40, None]  # the survivor runs to its own end
+    # a candidate whose rule stopped it costs nothing more but keeps competing with its final score
+    early = [_Fake("x", 0.5, stops_at=10), _Fake("y", 100.0), _Fake("z", 50.0)]
+    rungs = successive_halving(early, advance=lambda c, b: c.advance(b), score=lambda c: c.score(),
+                               finished=lambda c: c.finished(), min_steps=10, eta=2)
+    assert [c.name for c in rungs[0]["kept"]] == ["x", "z"] and early[0].calls == [10]
+
+
+def test_auto_config_is_checked_and_candidates_follow_the_run():
+    cfg = RunConfig(method="auto", seed=3)
+    cfg.net.options.update(TINY_NET)
+    sel = cfg.validate()
+    assert isinstance(sel, AutoSelection) and sel.labels is None and not sel.batchable
+    dd = candidate_config(cfg, "dip-dd")
+    assert dd.method == "dip" and dd.net.name == "deep-decoder" and dd.net.options == {} and dd.seed == 3
+    tv = candidate_config(cfg, "tv")
+    assert tv.early_stop.rule is None and candidate_config(cfg, "dip").early_stop.rule == "val"
+    assert candidate_config(cfg, "dip").net.options == TINY_NET
+    for bad in ({"auto.candidates": "dip,nosuch"}, {"auto.candidates": "dip,dip"}, {"lr": 1e-3},
+                {"ensemble": 2}, {"early_stop.rule": "wmv"}, {"auto.eta": 1}):
+        c = RunConfig(method="auto")
+        for k, v in bad.items():
+            c.set(k, v)
+        with pytest.raises(DipkitError):
+            c.validate()
+
+
+def test_portfolios_per_task(ct_problem):
+    assert portfolio(ct_problem)[0] == "tv" and "aseqdip" in portfolio(ct_problem)
+
+
+@pytest.fixture(scope="module")
+def auto_run(tmp_path_factory):
+    """One tiny auto run with combine=2 (shared by the tests below)."""
+    from dipkit.runner import reconstruct
+    from dipkit.tasks import get_task
+
+    from .conftest import tiny_image
+
+    problem = get_task("ct").simulate(tiny_image(32), views=16, noise_level=0.02, seed=0)
+    cfg = RunConfig(method="auto", device="cpu", log_every=5, max_iterations=60)
+    cfg.net.options.update(TINY_NET)
+    cfg.set("auto.candidates", "tv,dip,dip-tv")
+    cfg.set("auto.min_steps", 10)
+    cfg.set("auto.combine", 2)
+    out = tmp_path_factory.mktemp("auto") / "run"
+    res = reconstruct(problem, cfg, out, quiet=True)
+    return problem, res, out
+
+
+def test_auto_chooses_the_least_misfit_and_combine_averages(auto_run):
+    problem, res, out = auto_run
+    rows = list(csv.DictReader((out / "selection.csv").open()))
+    assert {r["candidate"] for r in rows} == {"tv", "dip", "dip-tv"}
+    misfits = {r["candidate"]: float(r["misfit"]) for r in rows}
+    best = min(misfits, key=misfits.get)
+    assert res["auto"]["chosen"] == best and rows[0]["candidate"] == best and rows[0]["rank"] == "1"
+    assert [r["rank"] for r in rows] == ["1", "2", "3"]
+    # each candidate is a complete run directory; combine=2 averages the two best
+    two = sorted(misfits, key=misfits.get)[:2]
+    recons = [np.load(out / "candidates" / c / "reconstruction.npy") for c in two]
+    np.testing.assert_allclose(np.load(out / "reconstruction.npy"), (recons[0] + recons[1]) / 2, rtol=1e-6, atol=1e-6)
+    assert res["auto"]["combine"]["candidates"] == two
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["method"] == "auto" and m["auto"]["chosen"] == best and m["auto"]["total_steps"] > 0
+    assert (out / "selection.md").read_text().count("\n|") >= 4
+
+
+def test_auto_network_candidates_share_one_split_and_the_halving_is_recorded(auto_run):
+    _, res, out = auto_run
+    rungs = res["auto"]["rungs"]
+    assert rungs and rungs[0]["budget"] == 10 and len(rungs[0]["kept"]) == 1 and len(rungs[0]["dropped"]) == 1
+    splits = {json.dumps({k: v for k, v in json.loads((out / "candidates" / c / "metrics.json").read_text())
+                          ["validation"].items() if k in ("fraction", "seed", "held_out")})
+              for c in ("dip", "dip-tv")}
+    assert len(splits) == 1
+
+
+def test_auto_overwrite_replaces_the_candidates(auto_run, tmp_path):
+    from dipkit.rundir import prepare_run_dir
+
+    _, _, out = auto_run
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    prepare_run_dir(copy, overwrite=True)
+    assert not any(copy.iterdir())
+
+
+def test_auto_cli_and_bench_row(ct_problem_file, tmp_path):
+    from dipkit.bench import run_bench
+    from dipkit.cli import main
+
+    rc = main(["reconstruct", str(ct_problem_file), "--method", "auto", "--set", "auto.candidates=tv,dip",
+               "--set", "auto.min_steps=5", "--max-iterations", "20", "--set", "net.scales=3", "--set",
+               "net.channels=8", "--combine", "1", "--out", str(tmp_path / "r"), "--quiet"])
+    assert rc == 0 and (tmp_path / "r" / "selection.csv").is_file()
+    bench = {"cases": [{"name": "ct", "task": "ct", "sample": "shepp-logan", "size": 24, "options": {"views": 12}}],
+             "defaults": {"device": "cpu", "log_every": 5, "net": {"name": "unet", **TINY_NET}},
+             "methods": [{"method": "tv"},
+                         {"method": "auto", "params": {}, "iterations": 20}]}
+    bench["methods"][1].pop("params")
+    res = run_bench(bench, tmp_path / "b")
+    assert not res["failed"]
+    assert any(r["method"] == "auto" for r in res["results"])
