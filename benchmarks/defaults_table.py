@@ -7,7 +7,11 @@ sweep made with ``benchmarks/tv_oracle.py``) and prints markdown:
    the oracle-tuned TV (best PSNR over the α grid, needs the ground truth), and the best network
    method's validation pick — the question "does a user who sets nothing beat TV?";
 2. per (case, method): the validation pick, the WMV pick, the oracle peak and the final iterate;
-3. the distribution of (peak − pick) for the val and WMV rules: the share within 0.5 dB.
+3. the distribution of (peak − pick) for the val and WMV rules: the share within 0.5 dB;
+4. with an ``auto`` row (``--method auto``): what it chose, its PSNR against TV (α auto) and the
+   oracle TV, its wall time against one default ``dip`` run, and where ranking by misfit chose a
+   worse candidate than the best it had (by the ground truth); and for every network run why it
+   stopped (patience / cap / budget) and whether it was still improving at the end.
 
 Usage::
 
@@ -21,6 +25,7 @@ import json
 from pathlib import Path
 
 BASELINES = ("naive", "fbp", "tv", "pnp-admm")
+META = ("auto",)
 
 
 def load_runs(bench: Path) -> dict[tuple[str, str], dict]:
@@ -60,8 +65,12 @@ def main(argv=None) -> str:
              "| case | direct | TV (α auto) | TV oracle α | best network method (val pick) | Δ vs TV auto | Δ vs TV oracle | dip (val pick) |",
              "|---|---|---|---|---|---|---|---|"]
     detail = ["## Every network method: val pick, WMV pick, oracle peak, final (PSNR dB)", "",
-              "| case | method | val pick (it) | WMV pick | peak (it) | final | peak − val | peak − WMV |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| case | method | val pick (it) | WMV pick | peak (it) | final | peak − val | peak − WMV | steps, stop |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    autos = ["## `--method auto`: the method chosen by held-out misfit", "",
+             "| case | auto PSNR | chose | best candidate by PSNR | Δ vs TV auto | Δ vs TV oracle | time / dip's | "
+             "candidates (PSNR, misfit rank) |", "|---|---|---|---|---|---|---|---|"]
+    auto_wins, auto_n, ratios = 0, 0, []
     gaps_val, gaps_wmv, wins = [], [], 0
     for case in cases:
         direct = next((runs[(case, b)]["psnr"] for b in ("naive", "fbp") if (case, b) in runs), None)
@@ -69,16 +78,18 @@ def main(argv=None) -> str:
         tvo, tvo_alpha = tv_oracle(oracle, case)
         best, best_name = None, None
         for (c, meth), m in runs.items():
-            if c != case or meth in BASELINES:
+            if c != case or meth in BASELINES or meth in META:
                 continue
             v = pick(m, "val")
             w = pick(m, "wmv")
             peak = (m.get("peak") or {}).get("psnr")
             it = (m.get("selections") or {}).get("val", {}).get("iteration")
+            stop = m.get("stop") or {}
             detail.append(f"| {case} | {meth} | {fmt(v)} ({it}) | {fmt(w)} | {fmt(peak)} "
                           f"({(m.get('peak') or {}).get('iteration')}) | {fmt((m.get('final') or {}).get('psnr'))} "
                           f"| {fmt(None if v is None or peak is None else peak - v)} "
-                          f"| {fmt(None if w is None or peak is None else peak - w)} |")
+                          f"| {fmt(None if w is None or peak is None else peak - w)} "
+                          f"| {m.get('iterations')} {stop.get('kind', '')}{' (improving)' if stop.get('still_improving') else ''} |")
             if v is not None and peak is not None:
                 gaps_val.append(peak - v)
             if w is not None and peak is not None:
@@ -86,6 +97,25 @@ def main(argv=None) -> str:
             if v is not None and (best is None or v > best):
                 best, best_name = v, meth
         dip = pick(runs.get((case, "dip"), {}), "val")
+        am = runs.get((case, "auto"))
+        if am is not None:
+            auto_n += 1
+            ap = am.get("psnr")
+            rows = (am.get("auto") or {}).get("candidates") or []
+            good = [r for r in rows if r.get("psnr") is not None]
+            top = max(good, key=lambda r: r["psnr"]) if good else None
+            dwall = runs.get((case, "dip"), {}).get("wall_time_s")
+            ratio = None if not dwall else am.get("wall_time_s", 0) / dwall
+            if ratio is not None:
+                ratios.append(ratio)
+            if ap is not None and tv is not None and ap >= tv - 1e-9:
+                auto_wins += 1
+            cands = ", ".join(f"{r['candidate']} {fmt(r.get('psnr'))} (#{r.get('rank')})" for r in rows)
+            autos.append(f"| {case} | {fmt(ap)} | {(am.get('auto') or {}).get('chosen')} | "
+                         f"{'—' if top is None else top['candidate'] + ' ' + fmt(top['psnr'])} | "
+                         f"{fmt(None if ap is None or tv is None else ap - tv)} | "
+                         f"{fmt(None if ap is None or tvo is None else ap - tvo)} | "
+                         f"{'—' if ratio is None else f'{ratio:.1f}×'} | {cands} |")
         if best is not None and tv is not None and best >= tv:
             wins += 1
         lines.append(f"| {case} | {fmt(direct)} | {fmt(tv)} | {fmt(tvo)}"
@@ -104,6 +134,10 @@ def main(argv=None) -> str:
                 f"90th percentile {srt[min(n - 1, int(0.9 * n))]:.2f} dB, worst {srt[-1]:.2f} dB")
     lines += ["## Oracle peak − pick, over (case, network method) pairs", "",
               f"* val (held-out misfit): {dist(gaps_val)}", f"* WMV: {dist(gaps_wmv)}", ""]
+    if auto_n:
+        autos += ["", f"auto ≥ TV (α auto) in {auto_wins} of {auto_n} cases; its wall time is "
+                      + (f"{min(ratios):.1f}–{max(ratios):.1f}× one default dip run." if ratios else "—"), ""]
+        lines += autos
     text = "\n".join(lines + detail) + "\n"
     if a.out:
         a.out.write_text(text)

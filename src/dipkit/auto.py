@@ -36,8 +36,6 @@ directory). An interrupted ``auto`` run starts over (no checkpoints).
 from __future__ import annotations
 
 import copy
-import csv
-import io as _io
 import json
 import math
 import time
@@ -377,9 +375,9 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
         + (f"; combined the {k} best (misfit {_fmt(combine_info['misfit'])})" if k > 1 else "")
         + f" — {total_steps} network steps in all, {wall:.0f} s")
     if out is not None:
-        from .io import save_text
+        from .io import csv_text, save_text
 
-        save_text(out / SELECTION_CSV, _csv(rows))
+        save_text(out / SELECTION_CSV, csv_text(rows, _COLUMNS))
         save_text(out / SELECTION_MD, _markdown(rows, chosen.label, combine_info, total_steps, wall))
         write_run_dir(out, res, dicom=dicom)
     return res
@@ -412,15 +410,6 @@ def _rows(cands, ranked, chosen) -> list[dict]:
                      "wall_s": None if c.run is None else float(c.run.wall),
                      "psnr": r.get("psnr"), "ssim": r.get("ssim"), "peak_psnr": (r.get("peak") or {}).get("psnr")})
     return rows
-
-
-def _csv(rows: list[dict]) -> str:
-    buf = _io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(_COLUMNS)
-    for r in rows:
-        w.writerow(["" if r.get(c) is None else (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in _COLUMNS])
-    return buf.getvalue()
 
 
 def _markdown(rows: list[dict], chosen: str, combine: dict | None, total_steps: int, wall: float) -> str:

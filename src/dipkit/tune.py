@@ -19,15 +19,13 @@ metrics) and ``DIR/chosen/``.
 from __future__ import annotations
 
 import copy
-import csv
-import io as _io
 import itertools
 from pathlib import Path
 from typing import Callable
 
 from .config import RunConfig, _parse_scalar
 from .errors import DipkitError
-from .io import save_json, save_text
+from .io import csv_text, save_json, save_text
 
 __all__ = ["parse_grid", "grid_points", "tune"]
 
@@ -73,15 +71,6 @@ def grid_points(base: RunConfig, grid: dict[str, list]) -> list[tuple[dict, RunC
         cfg.validation.refit = False
         out.append((point, cfg))
     return out
-
-
-def _csv(rows: list[dict], columns: list[str]) -> str:
-    buf = _io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(columns)
-    for r in rows:
-        w.writerow(["" if r.get(c) is None else (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in columns])
-    return buf.getvalue()
 
 
 def tune(problem: str | Path, base: RunConfig, grid: dict[str, list], out: str | Path, *, executor: str = "local",
@@ -131,7 +120,7 @@ def tune(problem: str | Path, base: RunConfig, grid: dict[str, list], out: str |
                      "ssim": val.get("ssim"), "peak_psnr": ((m or {}).get("peak") or {}).get("psnr"),
                      "run_dir": job["out"]})
     columns = [*grid, "point", "status", "misfit", "iteration", "psnr", "ssim", "peak_psnr", "run_dir"]
-    save_text(out / "tune.csv", _csv(rows, columns))
+    save_text(out / "tune.csv", csv_text(rows, columns))
     ok = [r for r in rows if r["status"] == "ok" and r["misfit"] is not None]
     chosen = min(ok, key=lambda r: r["misfit"]) if ok else None
     chosen_metrics = None

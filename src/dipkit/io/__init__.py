@@ -27,6 +27,7 @@ from .samples import SAMPLES, Sample, list_samples, load_image_source, load_samp
 from .write import (
     _umask,  # noqa: F401 - private, used by tests/test_io.py
     atomic_write,
+    csv_text,
     save_figure,
     save_json,
     save_npy,
@@ -40,6 +41,7 @@ __all__ = [
     "SAMPLES",
     "Sample",
     "atomic_write",
+    "csv_text",
     "list_samples",
     "load_image_source",
     "load_sample",

@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import DipkitError
 
 __all__ = ["atomic_write", "save_figure", "save_json", "save_npy", "save_png", "save_text",
-           "save_yaml"]
+           "save_yaml", "csv_text"]
 
 
 def _umask() -> int:
@@ -208,6 +208,19 @@ def save_text(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_write(path, "w") as fh:
         fh.write(text)
     return Path(path)
+
+
+def csv_text(rows: list[dict], columns: list[str]) -> str:
+    """``rows`` as CSV text with a header of ``columns`` (None → empty cell, floats with 6 significant digits)."""
+    import csv
+    import io as _io
+
+    buf = _io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(columns)
+    for r in rows:
+        w.writerow(["" if r.get(c) is None else (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in columns])
+    return buf.getvalue()
 
 
 def save_figure(path: str | os.PathLike[str], fig: Any, **savefig_kwargs: Any) -> Path:

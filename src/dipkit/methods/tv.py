@@ -54,6 +54,8 @@ class DIPTV(Method):
         grows with the operator's scale, the size and the noise like TV's own optimum, and on CT it
         is about a quarter of it (64² CT, 30 views, 2 %: TV's choice 3.16; dip-tv val pick 30.33 dB at
         α = 0.1, 30.85 at 1.0, 29.71 at 3.16), hence the rule.
+    :param alpha_fraction: with ``alpha="auto"``: the fraction of TV's ground-truth-free weight used
+        (default :data:`AUTO_FRACTION`).
     :param eps: smoothing ε of the TV (image units).
     :param ema: optional EMA decay of the returned estimate (``None``: last iterate, as the box).
 
@@ -69,10 +71,13 @@ class DIPTV(Method):
     algorithm = "CT paper Alg. 3"
 
     def __init__(self, *, lr: float | None = None, alpha: float | str = "auto", eps: float = 1e-3,
-                 ema: float | None = None):
+                 ema: float | None = None, alpha_fraction: float = AUTO_FRACTION):
         super().__init__(lr=lr, ema=ema)
         if alpha != "auto" and not float(alpha) >= 0:
             raise ValueError(f"alpha must be ≥ 0 or 'auto', got {alpha}")
+        if not float(alpha_fraction) > 0:
+            raise ValueError(f"alpha_fraction must be > 0, got {alpha_fraction}")
+        self.alpha_fraction = float(alpha_fraction)
         if not eps >= 0:
             raise ValueError(f"eps must be ≥ 0, got {eps}")
         self.alpha, self.eps = ("auto" if alpha == "auto" else float(alpha)), float(eps)
@@ -88,7 +93,7 @@ class DIPTV(Method):
             from ..baselines.tv import choose_alpha
 
             nonneg = not str(state.meta.get("task", "")).startswith("mri")
-            a = AUTO_FRACTION * choose_alpha(state.physics, state.y, nonneg=nonneg)
+            a = self.alpha_fraction * choose_alpha(state.physics, state.y, nonneg=nonneg)
             state.aux["dip-tv/alpha"] = a
         self._alpha = a.reshape(-1)
         if a.numel() == 1:
