@@ -47,7 +47,8 @@ from .rundir import CHECKPOINT, RunResult, prepare_run_dir, remove_checkpoint, w
 from .summary import ensemble_info, finite, metric_pair, selection, uncertainty_info
 from .uncertainty import ensemble_mean_std, posterior_std
 
-__all__ = ["reconstruct", "resolve_device", "resolve_config", "build_state", "make_split", "RunResult",
+__all__ = ["reconstruct", "resolve_device", "resolve_config", "build_state", "make_split", "resolve_validation",
+           "RunResult",
            "expected_in_channels", "CHECKPOINT_VERSION"]
 
 #: version of the checkpoint layout (see the module docs)
@@ -67,7 +68,8 @@ def resolve_config(cfg: RunConfig, method, problem) -> RunConfig:
     """A copy of ``cfg`` with every default that depends on the problem or the network resolved:
     the method's hyper-parameters as used (a learning rate left to the network preset is set on
     ``method`` here), the step budget, the network input kind (``auto`` → per task), the
-    stopping rule (``auto`` → ``val`` for network methods, none for baselines) and the precision
+    stopping rule (``auto`` → ``val`` for network methods, none for baselines), the validation
+    split and score (:func:`resolve_validation`) and the precision
     (``auto`` → ``bf16`` where the problem's device does bf16 natively and the method allows it,
     else ``fp32``: :mod:`dipkit.precision`)."""
     from .inputs import resolve_input_kind
@@ -78,6 +80,7 @@ def resolve_config(cfg: RunConfig, method, problem) -> RunConfig:
     out = copy.deepcopy(cfg)
     out.precision = resolve_precision(cfg.precision, problem.y.device, method)
     out.early_stop.rule = resolve_rule(cfg.early_stop.rule, method)
+    out.validation.split, out.validation.score = resolve_validation(problem, cfg.validation)
     if method.uses_network and getattr(method, "lr", 0.0) is None:
         method.lr = float(NETS[cfg.net.name].lr)
     out.params = dict(method.config())
@@ -88,14 +91,34 @@ def resolve_config(cfg: RunConfig, method, problem) -> RunConfig:
     return out
 
 
+def resolve_validation(problem, validation) -> tuple[str, str]:
+    """``(split, score)`` of ``validation`` (a :class:`~dipkit.config.ValidationConfig`) for
+    ``problem``, ``auto`` resolved: TODO(measurements)."""
+    kind = str(problem.spec.get("kind", ""))
+    sinogram = kind.startswith("ct")
+    split, score = validation.split, validation.score
+    if split == "auto":
+        split = "views" if sinogram else "entries"
+    if score == "auto":
+        score = "ramp" if split == "views" else "raw"
+    if split == "views" and not sinogram:
+        raise DipkitError(f"validation.split=views holds out projection angles: it needs a sinogram (a ct task), "
+                          f"this problem is {kind or 'not a CT problem'!r}")
+    if score == "ramp" and split != "views":
+        raise DipkitError("validation.score=ramp filters whole held-out views: it needs validation.split=views")
+    return split, score
+
+
 def make_split(problem, cfg: RunConfig):
     """The validation split of ``problem`` for ``cfg.validation`` (MRI: held-out k-space is
-    zero-filled in network inputs; sinograms and images: filled from neighbours)."""
+    zero-filled in network inputs; sinograms and images: filled from neighbours), with the split
+    kind and score of :func:`resolve_validation`."""
     from .physics.split import ValidationSplit
 
     fill = "zero" if str(problem.spec.get("kind", "")).startswith("mri") else "neighbours"
+    split, score = resolve_validation(problem, cfg.validation)
     return ValidationSplit(problem.physics, problem.y, fraction=float(cfg.validation.fraction),
-                           seed=int(cfg.validation.seed), fill=fill)
+                           seed=int(cfg.validation.seed), fill=fill, split=split, score=score)
 
 
 def _fit_view(problem, split):
