@@ -174,15 +174,20 @@ def test_ramp_with_an_entries_split_and_views_without_a_sinogram_are_one_line_er
 
 def test_auto_resolves_per_task(ct_problem):
     auto = RunConfig().validation
-    assert resolve_validation(ct_problem, auto) == ("views", "ramp")
-    assert resolve_validation(_sim("ct-fan", views=8), auto) == ("views", "ramp")
-    for task in ("denoise", "mri"):
+    assert (auto.split, auto.score) == ("auto", "auto")
+    assert resolve_validation(ct_problem, auto) == ("views", "raw")
+    assert resolve_validation(_sim("ct-fan", views=8), auto) == ("views", "raw")
+    for task in ("denoise", "mri", "inpaint"):
         assert resolve_validation(_sim(task), auto) == ("entries", "raw")
     cfg = RunConfig()
     cfg.validation.split = "views"
-    assert resolve_validation(ct_problem, cfg.validation) == ("views", "ramp")
-    cfg.validation.score = "raw"
     assert resolve_validation(ct_problem, cfg.validation) == ("views", "raw")
+    cfg.validation.score = "ramp"
+    assert resolve_validation(ct_problem, cfg.validation) == ("views", "ramp")
+    cfg.validation.split = "auto"
+    assert resolve_validation(ct_problem, cfg.validation) == ("views", "ramp")
+    with pytest.raises(DipkitError, match="needs validation.split=views"):
+        resolve_validation(_sim("denoise"), cfg.validation)  # auto → entries: no ramp there
     cfg.validation.split, cfg.validation.score = "entries", "auto"
     assert resolve_validation(ct_problem, cfg.validation) == ("entries", "raw")
 
