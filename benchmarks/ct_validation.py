@@ -27,7 +27,12 @@ One torch thread. Usage::
     python benchmarks/ct_validation.py run --cases ct --methods dip-tv,dip-denoiser-admm
     python benchmarks/ct_validation.py run --cases ct,head-ct,ct-fan --methods all
     python benchmarks/ct_validation.py run --cases ct --methods dip-tv --splits views --fraction 0.1
-    python benchmarks/ct_validation.py table --out benchmarks/results/ct-validation.md
+    python benchmarks/ct_validation.py run --cases head-ct --methods dip --seed 1   # another split seed
+    python benchmarks/ct_validation.py run --cases ct --methods dip-tv --splits all     # no split (all data)
+    python benchmarks/ct_validation.py table --out TABLE.md
+
+(The table lists split seed 0 only; ``--splits all`` runs fit all data with no rule, the trajectory a
+``validation.refit`` rerun follows for methods whose schedule does not depend on the step budget.)
 """
 from __future__ import annotations
 
