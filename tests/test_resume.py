@@ -176,7 +176,8 @@ def test_val_rule_with_refit_resumes_in_either_phase(ct_problem, tiny_cfg, tmp_p
     def cfg():
         return _cfg(tiny_cfg, "dip", {"lr": 1e-2, "ema": None}, {"early_stop.rule": "val", "early_stop.patience": 3,
                                                         "early_stop.patience_scale": 0,
-                                                    "validation.refit": True}, iterations=40)
+                                                    "validation.refit": True, "validation.split": "entries"},
+                    iterations=40)  # entries: the held-out split whose val curve these step counts describe
 
     ref = reconstruct(ct_problem, cfg(), tmp_path / "ref", quiet=True)
     assert ref["iterations"] == 20 and ref["validation"]["refit"]["iterations"] == 15

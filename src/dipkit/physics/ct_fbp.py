@@ -1,6 +1,7 @@
 r"""Filtered back-projection for dipkit's CT operators (:mod:`dipkit.physics.ct`).
 
-Three routines:
+Three routines (and :func:`ramp_filter`, the detector-axis filter they share, also used to score
+held-out views in :mod:`dipkit.physics.split`):
 
 * deepinv geometries, parallel beam: deepinv's ``Tomography.fbp`` (Ram-Lak ramp filter along the
   detector, exact back-projection ``A^T``, times ``pi / (2 V)``), called by the operator itself;
@@ -33,7 +34,7 @@ from deepinv.physics.functional.radon import RampFilter
 
 from .raygeom import padded_size, pad_before
 
-__all__ = ["angular_weights", "fan_fbp", "general_fbp"]
+__all__ = ["angular_weights", "fan_fbp", "general_fbp", "ramp_filter"]
 
 
 def angular_weights(angles_deg, period: float) -> np.ndarray:
@@ -89,10 +90,24 @@ def _backproject(q: torch.Tensor, geometry, n: int, nv: int, dtype, device) -> t
     return out
 
 
+def ramp_filter(y: torch.Tensor) -> torch.Tensor:
+    r"""Ram-Lak (ramp) filtering along the detector axis of a sinogram ``[..., n_det, V]``, shape kept:
+    deepinv's ``RampFilter``, the filter of every FBP here. Each view :math:`p` (zero-padded to
+    :math:`P = \max(64, 2^{\lceil \log_2 2 n_{det} \rceil})` cells, so the circular convolution
+    is a linear one) is convolved with :math:`2h`, the unit-spacing Ram-Lak kernel
+
+    .. math:: (Fp)_i = 2\sum_{j} h_{i-j}\,p_j, \qquad h_0 = \tfrac14,\quad
+              h_n = -\frac{1}{\pi^2 n^2}\ (n \text{ odd}),\quad h_n = 0\ (n \ne 0 \text{ even}),
+
+    whose transfer function is :math:`2|f|` at frequency :math:`f \in [-\tfrac12, \tfrac12]` cycles per
+    cell (up to the kernel's truncation at :math:`P/2` cells): the ramp :math:`|\omega|`."""
+    nd, nv = y.shape[-2:]
+    return RampFilter(dtype=y.dtype)(y.reshape(-1, 1, nd, nv), dim=-2).reshape(y.shape)
+
+
 def _filtered(y: torch.Tensor, nd: int, nv: int) -> torch.Tensor:
     """Ram-Lak filtering along the detector: ``[..., nd, V]`` -> ``[BC, V, nd]``."""
-    q = RampFilter(dtype=y.dtype)(y.reshape(-1, 1, nd, nv), dim=-2)
-    return q.reshape(-1, nd, nv).transpose(1, 2)
+    return ramp_filter(y.reshape(-1, nd, nv)).transpose(1, 2)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,6 +20,28 @@ with :math:`y_{\mathrm{fit}} = M y` every method's data term
 so every method works unchanged. Its ``A_dagger`` (used for FBP / A†y network inputs) applies the
 full operator's to the measurement with the held-out entries *filled in* from the kept ones
 (:meth:`ValidationSplit.fill`), so no held-out value reaches the network's input.
+
+**Sinograms: held-out views and a ramp-filtered score.** For CT (layout ``[..., detector, views]``)
+the split can hold out whole *views* instead (``split="views"``): of the :math:`V` measured views
+(views with any measured entry), :math:`n = \max(1, \mathrm{round}(f V))` are held out, one drawn
+at random in each of :math:`n` equal consecutive blocks of views (block :math:`k` is views
+:math:`\lfloor kV/n \rfloor \dots \lfloor (k+1)V/n \rfloor - 1`), so they spread over the angular
+range of an equispaced scan. A random held-out ray is predicted almost exactly by its fitted
+neighbours in the same view, so its misfit mostly sees the noise and the low-frequency error; a
+held-out view asks what the reconstruction predicts at an angle the fit never saw — the question
+of sparse-view CT. The held-out views' residual can be scored after the ramp filter
+:math:`F` of FBP (``score="ramp"``, :func:`dipkit.physics.ct_fbp.ramp_filter`, along the detector,
+zero-padded as FBP does):
+
+.. math:: v_{\mathrm{ramp}}(x) = \frac{1}{|H|}\sum_{v \in H_V}\big\|F\,[(Ax - y)_{\cdot v} \odot m_{\cdot v}]\big\|^2 ,
+
+:math:`H_V` the held-out views, :math:`m` the 0/1 map of the held-out entries, :math:`|H|` their
+number (all detector cells of the held-out views, times the leading channel axes). By the Fourier
+slice theorem a view's residual is a slice of the image error's 2-D spectrum, and :math:`F`
+weights it by :math:`|\omega|`, so :math:`v_{\mathrm{ramp}}` weights the image error's
+spectrum by :math:`|\omega|^2` along the held-out directions, where the plain misfit
+(``score="raw"``) weights it by 1 — dominated by the low frequencies. The noise adds a constant
+(:math:`\sigma^2 \|F\|_F^2 / n_{det}` per entry in expectation), which moves no minimum.
 """
 
 from __future__ import annotations
@@ -29,7 +51,7 @@ import torch.nn.functional as F
 
 from ..errors import DipkitError
 
-__all__ = ["ValidationSplit", "MaskedPhysics", "measured_support"]
+__all__ = ["ValidationSplit", "MaskedPhysics", "measured_support", "SPLITS", "SCORES"]
 
 
 def measured_support(physics, y: torch.Tensor) -> torch.Tensor:
@@ -84,39 +106,74 @@ class MaskedPhysics:
         return f"MaskedPhysics({type(self.base).__name__}, kept {int(self.keep.sum())}/{self.keep.numel()})"
 
 
+#: what a split holds out: single measured entries, or whole views of a sinogram
+SPLITS = ("entries", "views")
+#: how the held-out residual is scored: plain squares, or squares after the ramp filter (views only)
+SCORES = ("raw", "ramp")
+
+
 class ValidationSplit:
-    """A seeded random hold-out of ``fraction`` of the measured entries of ``y`` (module docs).
+    """A seeded random hold-out of ``fraction`` of the measured entries (or views) of ``y`` (module docs).
 
     :param physics: the full operator.
     :param y: the measurement ``[B, ...]`` (the same split for every sample of the batch).
-    :param fraction: share of the measured entries held out, in (0, 0.5].
+    :param fraction: share of the measured entries (``split="views"``: of the measured views) held
+        out, in (0, 0.5].
     :param seed: seed of the split (independent of the run's seed, so runs with different seeds —
         ensemble members, grid points of ``dipkit tune`` — see the same split).
     :param fill: how :meth:`fill` completes held-out entries for network inputs: ``"neighbours"``
-        (mean of the kept 3×3 neighbours, repeated for clusters: sinograms and images) or
+        (mean of the kept 3×3 neighbours, repeated for clusters: sinograms and images; a held-out
+        view gets the mean of its two neighbouring views, each averaged over 3 detector cells) or
         ``"zero"`` (k-space, where zero-filling is the convention).
+    :param split: ``"entries"`` (random measured entries) or ``"views"`` (whole views — the last
+        axis — of a sinogram, spread over the views; at least one). Which measurements are
+        sinograms is the caller's business (:func:`dipkit.runner.make_split`).
+    :param score: ``"raw"`` (mean squared held-out misfit) or ``"ramp"`` (the same after the ramp
+        filter along the detector axis, the second-last; needs ``split="views"``).
     """
 
     def __init__(self, physics, y: torch.Tensor, *, fraction: float = 0.05, seed: int = 0,
-                 fill: str = "neighbours"):
+                 fill: str = "neighbours", split: str = "entries", score: str = "raw"):
         if not 0.0 < float(fraction) <= 0.5:
             raise DipkitError(f"validation.fraction must be in (0, 0.5], got {fraction}")
         if y.ndim < 3:
             raise DipkitError(f"a validation split needs a measurement with two trailing axes, got {tuple(y.shape)}")
+        if split not in SPLITS:
+            raise DipkitError(f"validation.split must be one of {', '.join(SPLITS)}, got {split!r}")
+        if score not in SCORES:
+            raise DipkitError(f"validation.score must be one of {', '.join(SCORES)}, got {score!r}")
+        if score == "ramp" and split != "views":
+            raise DipkitError("validation.score=ramp filters whole held-out views: it needs validation.split=views")
         self.physics, self.y, self.fraction, self.seed = physics, y, float(fraction), int(seed)
+        self.split, self.score = split, score
         support = measured_support(physics, y)
-        n_measured = int(support.sum())
-        n_out = int(round(self.fraction * n_measured))
-        if n_out < 1 or n_out >= n_measured:
-            raise DipkitError(f"cannot hold out {self.fraction:.0%} of {n_measured} measured entries")
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
-        idx = torch.nonzero(support.cpu().reshape(-1)).squeeze(1)
-        chosen = idx[torch.randperm(idx.numel(), generator=gen)[:n_out]]
-        held = torch.zeros(support.numel(), dtype=torch.bool)
-        held[chosen] = True
-        self.held_out = held.reshape(support.shape).to(y.device)
+        self.views: list[int] | None = None
+        if split == "entries":
+            n_measured = int(support.sum())
+            n_out = int(round(self.fraction * n_measured))
+            if n_out < 1 or n_out >= n_measured:
+                raise DipkitError(f"cannot hold out {self.fraction:.0%} of {n_measured} measured entries")
+            idx = torch.nonzero(support.cpu().reshape(-1)).squeeze(1)
+            chosen = idx[torch.randperm(idx.numel(), generator=gen)[:n_out]]
+            held = torch.zeros(support.numel(), dtype=torch.bool)
+            held[chosen] = True
+            held = held.reshape(support.shape)
+        else:
+            measured_views = torch.nonzero(support.cpu().any(0)).squeeze(1)
+            n_views = measured_views.numel()
+            n_out = max(1, int(round(self.fraction * n_views)))
+            if n_out >= n_views:
+                raise DipkitError(f"cannot hold out {n_out} of {n_views} measured views (validation.split=views)")
+            bounds = [(k * n_views) // n_out for k in range(n_out + 1)]
+            picks = [lo + int(torch.randint(hi - lo, (1,), generator=gen)) for lo, hi in zip(bounds, bounds[1:])]
+            self.views = [int(measured_views[i]) for i in picks]
+            held = torch.zeros(support.shape, dtype=torch.bool)
+            held[:, self.views] = True
+            held &= support.cpu()
+        self.held_out = held.to(y.device)
         self.keep = (~self.held_out).to(y.dtype)
-        self.n_held_out = n_out
+        self.n_held_out = int(held.sum())
         # entries per held-out position (the leading non-batch axes: channels, coils, real/imag)
         self._per_position = int(y[0].numel() // (y.shape[-1] * y.shape[-2]))
         if fill not in ("neighbours", "zero"):
@@ -154,11 +211,18 @@ class ValidationSplit:
 
     # ------------------------------------------------------------------ validation
     def misfit(self, x: torch.Tensor) -> torch.Tensor:
-        r"""Per-sample mean squared misfit on the held-out entries,
-        :math:`\frac{1}{|H|}\sum_{i\in H} ((Ax)_i - y_i)^2`, shape ``[B]`` (on the device)."""
+        r"""Per-sample score of ``x`` on the held-out entries, shape ``[B]`` (on the device):
+        ``score="raw"``: the mean squared misfit :math:`\frac{1}{|H|}\sum_{i\in H} ((Ax)_i - y_i)^2`;
+        ``score="ramp"``: :math:`\frac{1}{|H|}\sum_{v\in H_V}\|F[(Ax-y)_{\cdot v}\odot m_{\cdot v}]\|^2`
+        with the ramp filter :math:`F` along the detector (module docs)."""
         r = (self.physics.A(x) - self.y) * self.held_out
+        if self.score == "ramp":
+            from .ct_fbp import ramp_filter
+
+            r = ramp_filter(r[..., self.views])
         return r.pow(2).flatten(1).sum(1) / (self.n_held_out * self._per_position)
 
     def describe(self) -> dict:
-        """The split's settings and size, for ``metrics.json``."""
-        return {"fraction": self.fraction, "seed": self.seed, "held_out": self.n_held_out, "fill": self.fill_mode}
+        """The split's settings and size, for ``metrics.json`` (``views``: the held-out views, or null)."""
+        return {"fraction": self.fraction, "seed": self.seed, "held_out": self.n_held_out, "fill": self.fill_mode,
+                "split": self.split, "score": self.score, "views": self.views}
