@@ -95,12 +95,18 @@ class ValidationSplit:
     :param fill: how :meth:`fill` completes held-out entries for network inputs: ``"neighbours"``
         (mean of the kept 3×3 neighbours, repeated for clusters: sinograms and images) or
         ``"zero"`` (k-space, where zero-filling is the convention).
+    :param fold: which block of the seeded permutation of the measured entries is held out: fold
+        ``k`` holds out its entries ``k·n … (k+1)·n − 1`` (``n`` = ``fraction`` of the measured
+        entries), so folds ``0 … K−1`` of one seed are disjoint (``K·fraction ≤ 1``); fold 0 is the
+        split of earlier versions.
     """
 
     def __init__(self, physics, y: torch.Tensor, *, fraction: float = 0.05, seed: int = 0,
-                 fill: str = "neighbours"):
+                 fill: str = "neighbours", fold: int = 0):
         if not 0.0 < float(fraction) <= 0.5:
             raise DipkitError(f"validation.fraction must be in (0, 0.5], got {fraction}")
+        if int(fold) != fold or fold < 0:
+            raise DipkitError(f"fold must be an integer ≥ 0, got {fold}")
         if y.ndim < 3:
             raise DipkitError(f"a validation split needs a measurement with two trailing axes, got {tuple(y.shape)}")
         self.physics, self.y, self.fraction, self.seed = physics, y, float(fraction), int(seed)
@@ -109,9 +115,13 @@ class ValidationSplit:
         n_out = int(round(self.fraction * n_measured))
         if n_out < 1 or n_out >= n_measured:
             raise DipkitError(f"cannot hold out {self.fraction:.0%} of {n_measured} measured entries")
+        self.fold = int(fold)
+        if (self.fold + 1) * n_out > n_measured:
+            raise DipkitError(f"fold {self.fold} of {self.fraction:.0%} hold-outs does not fit in "
+                              f"{n_measured} measured entries")
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
         idx = torch.nonzero(support.cpu().reshape(-1)).squeeze(1)
-        chosen = idx[torch.randperm(idx.numel(), generator=gen)[:n_out]]
+        chosen = idx[torch.randperm(idx.numel(), generator=gen)[self.fold * n_out:(self.fold + 1) * n_out]]
         held = torch.zeros(support.numel(), dtype=torch.bool)
         held[chosen] = True
         self.held_out = held.reshape(support.shape).to(y.device)
@@ -161,4 +171,7 @@ class ValidationSplit:
 
     def describe(self) -> dict:
         """The split's settings and size, for ``metrics.json``."""
-        return {"fraction": self.fraction, "seed": self.seed, "held_out": self.n_held_out, "fill": self.fill_mode}
+        out = {"fraction": self.fraction, "seed": self.seed, "held_out": self.n_held_out, "fill": self.fill_mode}
+        if self.fold:
+            out["fold"] = self.fold
+        return out
