@@ -298,8 +298,8 @@ class _Path:
         method.alphas = alpha
         start_step = state.step
         state.max_steps, state.stop, state.stop_reason = state.step + int(steps), False, None
-        settled = _Settled(self.value, self.rtol if settle else -1.0)
-        run(method, state, [settled])
+        settled = _Settled(self.value, self.rtol)
+        run(method, state, [settled] if settle else [])
         self.steps_run += state.step - start_step
         x = state.aux["x"]
         done = settled.result is not None and settled.result[0] == state.step
