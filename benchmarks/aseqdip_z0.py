@@ -44,8 +44,8 @@ def main(argv=None):
         problem = t.simulate(image, seed=0, views=views, noise_level=0.02)
         key = f"{case}@{args.size}"
         row = res.setdefault(key, {})
-        if "fbp" not in row:
-            row["fbp"] = reconstruct(problem, RunConfig.from_dict({"method": "fbp", "device": "cpu"}), quiet=True)["psnr"]
+        if "FBP" not in row:  # the baseline's PSNR (the key "fbp" is aseqdip's z0 = fbp)
+            row["FBP"] = reconstruct(problem, RunConfig.from_dict({"method": "fbp", "device": "cpu"}), quiet=True)["psnr"]
         for z0 in args.z0.split(","):
             if z0 in row:
                 continue
@@ -57,15 +57,15 @@ def main(argv=None):
                        "peak_it": r["peak"]["iteration"], "iterations": r["iterations"],
                        "cpu_s": time.process_time() - t0}
             print(f"{key} z0={z0}: final {row[z0]['final']:.2f} pick {row[z0]['pick']:.2f} peak "
-                  f"{row[z0]['peak']:.2f} (FBP {row['fbp']:.2f}) {row[z0]['cpu_s']:.0f} s", flush=True)
+                  f"{row[z0]['peak']:.2f} (FBP {row['FBP']:.2f}) {row[z0]['cpu_s']:.0f} s", flush=True)
             with open(args.out + ".tmp", "w") as f:
                 json.dump(res, f, indent=1)
             os.replace(args.out + ".tmp", args.out)
     print("\n| case | FBP | z0 | final z_K | val pick | peak (it) |\n|---|---|---|---|---|---|")
     for key, row in res.items():
         for z0, r in row.items():
-            if z0 != "fbp":
-                print(f"| {key} | {row['fbp']:.2f} | {z0} | {r['final']:.2f} | {r['pick']:.2f} | "
+            if z0 != "FBP":
+                print(f"| {key} | {row['FBP']:.2f} | {z0} | {r['final']:.2f} | {r['pick']:.2f} | "
                       f"{r['peak']:.2f} ({r['peak_it']}) |")
 
 
