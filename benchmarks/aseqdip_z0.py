@@ -3,8 +3,8 @@
 For parallel-beam CT (30 views) and fan-beam CT (60 views), 2 % noise, on the bundled CT slice
 (``ct``) and the held-out head CT (``head-ct``), ``aseqdip`` with its defaults (4000 steps, N = 2,
 λ = 0.1, the network preset's learning rate; the val rule recording, not stopping, as in the
-``defaults`` bench) from each start; the FBP beside. PSNR of the final iterate z_K, of the ground-truth-free val pick (the reconstruction)
-and the oracle peak. One torch thread; runs one after another.
+``defaults`` bench) from each start; the FBP beside. PSNR of the final iterate z_K, of the
+ground-truth-free val pick (the reconstruction) and the oracle peak. One torch thread; runs one after another.
 
 Usage::
 
@@ -45,7 +45,8 @@ def main(argv=None):
         key = f"{case}@{args.size}"
         row = res.setdefault(key, {})
         if "FBP" not in row:  # the baseline's PSNR (the key "fbp" is aseqdip's z0 = fbp)
-            row["FBP"] = reconstruct(problem, RunConfig.from_dict({"method": "fbp", "device": "cpu"}), quiet=True)["psnr"]
+            fbp = RunConfig.from_dict({"method": "fbp", "device": "cpu"})
+            row["FBP"] = reconstruct(problem, fbp, quiet=True)["psnr"]
         for z0 in args.z0.split(","):
             if z0 in row:
                 continue

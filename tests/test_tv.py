@@ -372,5 +372,6 @@ def test_tv_stops_once_converged_with_step_sizes_balanced():
     m0 = TV(alpha=0.3, tol=0.0)
     s0 = State(physics=op, y=y, max_steps=1, generator=torch.Generator())
     run(m0, s0)
-    assert float(state.aux["tau"] * state.aux["sigma"]) == pytest.approx(float(s0.aux["tau"] * s0.aux["sigma"]), rel=1e-5)
+    product = float(s0.aux["tau"] * s0.aux["sigma"])
+    assert float(state.aux["tau"] * state.aux["sigma"]) == pytest.approx(product, rel=1e-5)
     assert float(state.aux["sigma"] / state.aux["tau"]) != pytest.approx(float(s0.aux["sigma"] / s0.aux["tau"]))

@@ -116,7 +116,7 @@ class TV(Baseline):
         Measured (``benchmarks/results/tv-choice.md``, 128², 8 tasks × 2 images): PSNR 0.02 dB
         below the oracle α on average on the project's images and 0.03 dB on held-out images
         (worst 0.12 / 0.09 dB; before: 0.31 / 0.25, worst 1.45 / 1.08 dB on denoising); CT with
-        30 views ≈ 3–4 s of one CPU thread for the whole run (before: 9–15 s).
+        30 views ≈ 3–4 s of one CPU thread for the whole run (before: 7–9 s).
     :param nonneg: enforce :math:`x \ge 0`; ``None`` (default) = on, except for complex images
         (MRI, stored as real/imaginary channels), whose imaginary part has no sign.
     :param tol: stop once the relative change over :data:`CHECK_EVERY` steps is at most this
@@ -470,8 +470,8 @@ def choose_alpha(physics, y: torch.Tensor, *, nonneg: bool = True, alphas=AUTO_A
     (a small α once chose 1e-4 on 50 % inpainting and the cold re-solve left the holes empty: 9 dB
     instead of 24); :class:`TV` therefore starts its final solve from this estimate.
     ``opnorm_sq``: :math:`\|A\|^2` per sample when the caller has it (else estimated here); the fit
-    views' norms are at most that, so every solve of the search uses its step sizes. ``trace``: a list that gets one ``(alpha, V [B], steps)`` row per
-    solve, in order.
+    views' norms are at most that, so every solve of the search uses its step sizes. ``trace``: a
+    list that gets one ``(alpha, V [B], steps)`` row per solve, in order.
     """
     alphas = sorted({float(a) for a in alphas}, reverse=True)
     if not alphas or alphas[-1] < 0:
