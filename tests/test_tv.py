@@ -219,3 +219,159 @@ def test_auto_alpha_continues_from_the_validated_image_on_inpainting():
     res = reconstruct(problem, RunConfig.from_dict({"method": "tv", "device": "cpu"}), quiet=True)
     assert res["params"]["alpha"] == pytest.approx(float(chosen[0]))
     assert res["psnr"] > masked + 8.0
+
+
+# ---------------------------------------------------------------------------------------------
+# choose_alpha: the ground-truth-free weight (issue 16)
+# ---------------------------------------------------------------------------------------------
+_OFF_GRID = tuple(10 ** (k + 0.5) for k in range(1, -6, -1))  # 31.6, 3.16, …, 3.16e-5
+
+
+def _converged_misfit(op, y, alpha, steps=600):
+    """Held-out misfit (fold 0) of a converged fit-view solve at ``alpha``."""
+    from dipkit.baselines.tv import _HoldOut, _Path
+
+    crit = _HoldOut(op, y, folds=1, fraction=0.05, seed=0)
+    path = _Path(crit.path_physics, crit.path_y, nonneg=True, value=crit.value, rtol=0)
+    path.solve(torch.tensor([10 * alpha]), 150, settle=False)
+    return float(path.solve(torch.tensor([alpha]), steps, settle=False)[1])
+
+
+def test_parabola_vertex():
+    from dipkit.baselines.tv import _parabola_vertex
+
+    u = tuple(torch.tensor([v], dtype=torch.float64) for v in (2.0, 1.0, 0.0))  # descending, as on the path
+    f = tuple(torch.tensor([(v - 0.7) ** 2 + 1.0], dtype=torch.float64) for v in (2.0, 1.0, 0.0))
+    assert float(_parabola_vertex(u, f)) == pytest.approx(0.7)
+    concave = tuple(-v for v in f)
+    assert math.isnan(float(_parabola_vertex(u, concave)))
+
+
+def test_auto_alpha_refines_between_grid_points_where_the_misfit_minimum_is():
+    """On a grid that straddles the held-out misfit's minimum (between 0.316 and 0.0316 here), the
+    refinement returns a weight between the grid points, and its converged held-out misfit is
+    lower than that of either neighbouring grid point (without refinement: a grid point)."""
+    from dipkit.baselines.tv import choose_alpha
+
+    op, x, y = _noisy_problem(n=24, views=12)
+    a = float(choose_alpha(op, y, alphas=_OFF_GRID)[0])
+    assert 0.04 < a < 0.25  # measured: 0.113 (well inside the bracket, not a grid point)
+    v = _converged_misfit(op, y, a)
+    assert v < _converged_misfit(op, y, 0.316) and v < _converged_misfit(op, y, 0.0316)
+    assert min(abs(float(choose_alpha(op, y, alphas=_OFF_GRID, refine=False)[0]) / g - 1) for g in _OFF_GRID) < 1e-6
+
+
+def test_auto_alpha_path_stops_once_the_misfit_rose_twice():
+    """The warm-started path stops after two weights in a row above its least misfit (after a fall):
+    on this problem after 0.00316, leaving 3.16e-4 and 3.16e-5 untried; patience=None tries all."""
+    from dipkit.baselines.tv import choose_alpha
+
+    op, x, y = _noisy_problem(n=24, views=12)
+    trace = []
+    choose_alpha(op, y, alphas=_OFF_GRID, polish=0, refine=False, trace=trace)
+    values = [float(v[0]) for _, v, _ in trace]
+    best = values.index(min(values))
+    assert len(values) == best + 3 < len(_OFF_GRID)
+    assert min(values) < values[0] and all(v > min(values) for v in values[best + 1:])
+    full = []
+    choose_alpha(op, y, alphas=_OFF_GRID, polish=0, refine=False, patience=None, trace=full)
+    assert len(full) == len(_OFF_GRID)
+
+
+def test_auto_alpha_polishes_the_bracket_from_the_paths_snapshots():
+    """After the path, the best weight and its neighbours are continued (``polish`` steps each,
+    from the path's state at that weight); the choice is then made on those values."""
+    from dipkit.baselines.tv import choose_alpha
+
+    op, x, y = _noisy_problem(n=24, views=12)
+    trace = []
+    choose_alpha(op, y, alphas=_OFF_GRID, polish=40, refine=False, trace=trace)
+    path = [r for r in trace if r[2] != 40]
+    polished = [r for r in trace if r[2] == 40]
+    assert len(polished) >= 3 and len(path) + len(polished) == len(trace)
+    best = min(path, key=lambda r: float(r[1][0]))[0]
+    assert any(float(r[0][0]) == pytest.approx(float(best[0])) for r in polished)
+
+
+def test_holdout_folds_average_disjoint_splits():
+    """folds=K: K disjoint hold-outs of one seed, V = the mean of the folds' held-out misfits."""
+    from dipkit.baselines.tv import _HoldOut
+    from dipkit.physics.split import ValidationSplit
+
+    op, x, y = _noisy_problem(n=16, views=8)
+    splits = [ValidationSplit(op, y, fraction=0.1, seed=3, fold=k) for k in range(3)]
+    held = torch.stack([s.held_out for s in splits])
+    assert int(held.sum(0).max()) == 1  # disjoint
+    assert torch.equal(splits[0].held_out, ValidationSplit(op, y, fraction=0.1, seed=3).held_out)
+    crit = _HoldOut(op, y, folds=3, fraction=0.1, seed=3)
+    xs = torch.rand(3, *x.shape[1:], generator=torch.Generator().manual_seed(0))
+    expected = sum(float(s.misfit(xs[k:k + 1])[0]) for k, s in enumerate(splits)) / 3
+    assert float(crit.value(xs)[0]) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(DipkitError):
+        ValidationSplit(op, y, fraction=0.3, fold=3)  # 4 × 30 % do not fit
+
+
+def test_sure_estimates_the_denoising_mse_and_picks_its_minimum():
+    """Denoising with a known σ: choose_alpha uses SURE, an unbiased estimate of the MSE (within its
+    Monte-Carlo noise here) whose minimum is the PSNR-best weight. Regression: the probe b was drawn
+    with the simulation's seed, i.e. it *was* the noise, and SURE overestimated the MSE by ~45 %."""
+    from dipkit.baselines.tv import _Path, _Sure, choose_alpha
+    from dipkit.tasks import get_task
+    from tests.conftest import tiny_image
+
+    import numpy as np
+
+    p = get_task("denoise").simulate(np.repeat(tiny_image(32), 3, 0), seed=0)  # σ = 25/255, seed 0
+    sigma = p.meta["noise_sigma"]
+    crit = _Sure(p.physics, p.y, sigma=sigma, seed=0)
+    noise = (p.y - p.x_true).flatten()
+    assert abs(float(torch.corrcoef(torch.stack([noise, crit.b.flatten()]))[0, 1])) < 0.1
+    grid = (0.3, 0.1, 0.03, 0.01)
+    path = _Path(crit.path_physics, crit.path_y, nonneg=True, value=crit.value, rtol=0, adaptive=False)
+    sure, mse = [], []
+    for a in grid:
+        xa, v = path.solve(torch.full((2,), a), 300, settle=False)
+        sure.append(float(v[0]))
+        mse.append(float((xa[:1] - p.x_true).pow(2).mean()))
+    for s, m in zip(sure, mse):
+        assert s == pytest.approx(m, rel=0.2)
+    assert sure.index(min(sure)) == mse.index(min(mse))
+    trace = []
+    chosen = float(choose_alpha(p.physics, p.y, sigma=sigma, alphas=grid, trace=trace, refine=False)[0])
+    assert chosen == pytest.approx(grid[mse.index(min(mse))])
+    assert float(choose_alpha(p.physics, p.y, sigma=sigma, criterion="holdout", alphas=grid)[0]) > 0
+    with pytest.raises(DipkitError):
+        choose_alpha(p.physics, p.y, criterion="sure")  # needs σ
+
+
+def test_auto_alpha_per_sample_weights_for_a_batch():
+    """choose_alpha's contract: one weight per sample; a noisier sample gets a larger weight."""
+    from dipkit.baselines.tv import choose_alpha
+
+    op, x, y = _noisy_problem(n=24, views=12)
+    noisy = op.A(x) + 4.0 * (y - op.A(x))
+    a = choose_alpha(op, torch.cat([y, noisy]), alphas=_OFF_GRID)
+    assert a.shape == (2,) and float(a[1]) > float(a[0])
+    single = float(choose_alpha(op, y, alphas=_OFF_GRID)[0])
+    assert float(a[0]) == pytest.approx(single, rel=0.25)
+
+
+def test_tv_stops_once_converged_with_step_sizes_balanced():
+    """TV (the method) stops when the iterate's relative change over CHECK_EVERY steps is ≤ tol;
+    residual balancing changes τ and σ but keeps τσ (so the PDHG step condition)."""
+    from dipkit.baselines.tv import TV
+    from dipkit.engine import State, run
+
+    op, x, y = _noisy_problem(n=16, views=8)
+    m = TV(alpha=0.3, tol=1e-3)
+    state = State(physics=op, y=y, max_steps=2000, generator=torch.Generator())
+    run(m, state)
+    assert 0 < state.step < 2000 and state.stop_reason.startswith("converged")
+    full = tv_reconstruct(op, y, 0.3, iterations=2000)
+    assert float((state.aux["x"] - full).norm() / full.norm()) < 0.02
+    m0 = TV(alpha=0.3, tol=0.0)
+    s0 = State(physics=op, y=y, max_steps=1, generator=torch.Generator())
+    run(m0, s0)
+    product = float(s0.aux["tau"] * s0.aux["sigma"])
+    assert float(state.aux["tau"] * state.aux["sigma"]) == pytest.approx(product, rel=1e-5)
+    assert float(state.aux["sigma"] / state.aux["tau"]) != pytest.approx(float(s0.aux["sigma"] / s0.aux["tau"]))

@@ -93,7 +93,9 @@ class DIPTV(Method):
             from ..baselines.tv import choose_alpha
 
             nonneg = not str(state.meta.get("task", "")).startswith("mri")
-            a = self.alpha_fraction * choose_alpha(state.physics, state.y, nonneg=nonneg)
+            a = self.alpha_fraction * choose_alpha(state.physics, state.y, nonneg=nonneg,
+                                                   sigma=state.meta.get("noise_sigma"),
+                                                   opnorm_sq=state.opnorm_sq())
             state.aux["dip-tv/alpha"] = a
         self._alpha = a.reshape(-1)
         if a.numel() == 1:

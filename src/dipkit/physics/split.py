@@ -130,12 +130,19 @@ class ValidationSplit:
         sinograms is the caller's business (:func:`dipkit.runner.make_split`).
     :param score: ``"raw"`` (mean squared held-out misfit) or ``"ramp"`` (the same after the ramp
         filter along the detector axis, the second-last; needs ``split="views"``).
+    :param fold: ``split="entries"``: which block of the seeded permutation of the measured entries
+        is held out: fold ``k`` holds out its entries ``k·n … (k+1)·n − 1`` (``n`` = ``fraction`` of
+        the measured entries), so folds ``0 … K−1`` of one seed are disjoint (``K·fraction ≤ 1``);
+        fold 0 is the split of earlier versions.
     """
 
     def __init__(self, physics, y: torch.Tensor, *, fraction: float = 0.05, seed: int = 0,
-                 fill: str = "neighbours", split: str = "entries", score: str = "raw"):
+                 fill: str = "neighbours", split: str = "entries", score: str = "raw",
+                 fold: int = 0):
         if not 0.0 < float(fraction) <= 0.5:
             raise DipkitError(f"validation.fraction must be in (0, 0.5], got {fraction}")
+        if int(fold) != fold or fold < 0:
+            raise DipkitError(f"fold must be an integer ≥ 0, got {fold}")
         if y.ndim < 3:
             raise DipkitError(f"a validation split needs a measurement with two trailing axes, got {tuple(y.shape)}")
         if split not in SPLITS:
@@ -147,6 +154,7 @@ class ValidationSplit:
         self.physics, self.y, self.fraction, self.seed = physics, y, float(fraction), int(seed)
         self.split, self.score = split, score
         support = measured_support(physics, y)
+        self.fold = int(fold)
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
         self.views: list[int] | None = None
         if split == "entries":
@@ -154,12 +162,17 @@ class ValidationSplit:
             n_out = int(round(self.fraction * n_measured))
             if n_out < 1 or n_out >= n_measured:
                 raise DipkitError(f"cannot hold out {self.fraction:.0%} of {n_measured} measured entries")
+            if (self.fold + 1) * n_out > n_measured:
+                raise DipkitError(f"fold {self.fold} of {self.fraction:.0%} hold-outs does not fit in "
+                                  f"{n_measured} measured entries")
             idx = torch.nonzero(support.cpu().reshape(-1)).squeeze(1)
-            chosen = idx[torch.randperm(idx.numel(), generator=gen)[:n_out]]
+            chosen = idx[torch.randperm(idx.numel(), generator=gen)[self.fold * n_out:(self.fold + 1) * n_out]]
             held = torch.zeros(support.numel(), dtype=torch.bool)
             held[chosen] = True
             held = held.reshape(support.shape)
         else:
+            if self.fold:
+                raise DipkitError("folds (fold > 0) are for the entries split")
             measured_views = torch.nonzero(support.cpu().any(0)).squeeze(1)
             n_views = measured_views.numel()
             n_out = max(1, int(round(self.fraction * n_views)))
@@ -224,5 +237,8 @@ class ValidationSplit:
 
     def describe(self) -> dict:
         """The split's settings and size, for ``metrics.json`` (``views``: the held-out views, or null)."""
-        return {"fraction": self.fraction, "seed": self.seed, "held_out": self.n_held_out, "fill": self.fill_mode,
-                "split": self.split, "score": self.score, "views": self.views}
+        out = {"fraction": self.fraction, "seed": self.seed, "held_out": self.n_held_out, "fill": self.fill_mode,
+               "split": self.split, "score": self.score, "views": self.views}
+        if self.fold:
+            out["fold"] = self.fold
+        return out
