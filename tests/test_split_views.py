@@ -175,8 +175,8 @@ def test_ramp_with_an_entries_split_and_views_without_a_sinogram_are_one_line_er
 def test_auto_resolves_per_task(ct_problem):
     auto = RunConfig().validation
     assert (auto.split, auto.score) == ("auto", "auto")
-    assert resolve_validation(ct_problem, auto) == ("views", "raw")
-    assert resolve_validation(_sim("ct-fan", views=8), auto) == ("views", "raw")
+    assert resolve_validation(ct_problem, auto) == ("entries", "raw")
+    assert resolve_validation(_sim("ct-fan", views=8), auto) == ("entries", "raw")
     for task in ("denoise", "mri", "inpaint"):
         assert resolve_validation(_sim(task), auto) == ("entries", "raw")
     cfg = RunConfig()
