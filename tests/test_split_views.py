@@ -139,7 +139,7 @@ def test_ramp_score_weights_high_detector_frequencies():
 
 # ---------------------------------------------------------------------- configuration
 @pytest.mark.parametrize("key,value,needle", [
-    ("validation.split", "rays", "validation.split must be entries, views, lines or auto"),
+    ("validation.split", "rays", "validation.split must be entries, views or auto"),
     ("validation.score", "l1", "validation.score must be raw, ramp or auto"),
 ])
 def test_config_errors_are_one_line(key, value, needle):
@@ -211,36 +211,3 @@ def test_a_val_run_with_a_view_split(ct_problem, tiny_cfg, tmp_path, score):
     hist = res.history
     assert "val" in hist and all(math.isfinite(v) for v in hist["val"])
     assert res.config["validation"]["split"] == "views" and res.config["validation"]["score"] == score
-
-
-# ---------------------------------------------------------------------- k-space lines
-def test_line_split_holds_out_whole_measured_lines_outside_the_centre():
-    p = _sim("mri", n=32, acceleration=4)
-    support = measured_support(p.physics, p.y)
-    measured = torch.nonzero(support.any(0)).squeeze(1).tolist()
-    s = ValidationSplit(p.physics, p.y, fraction=0.2, seed=2, split="lines", fill="zero")
-    assert s.views and set(s.views) <= set(measured)
-    # the fully sampled centre (the run of consecutive measured lines around the middle) stays in the fit
-    c = min(measured, key=lambda v: abs(v - 16))
-    lo = hi = c
-    while lo - 1 in measured:
-        lo -= 1
-    while hi + 1 in measured:
-        hi += 1
-    assert not any(lo <= v <= hi for v in s.views)
-    held = s.held_out
-    assert torch.equal(held, support & torch.isin(torch.arange(32), torch.tensor(s.views))[None, :])
-    assert torch.equal(ValidationSplit(p.physics, p.y, fraction=0.2, seed=2, split="lines").held_out, held)
-    d = s.describe()
-    assert d["split"] == "lines" and d["lines"] == s.views and d["views"] is None
-    assert resolve_validation(p, _val("lines")) == ("lines", "raw")
-    with pytest.raises(DipkitError, match="needs an MRI problem"):
-        resolve_validation(_sim("ct", views=8), _val("lines"))
-    with pytest.raises(DipkitError):
-        resolve_validation(p, _val("lines", "ramp"))
-
-
-def _val(split, score="auto"):
-    cfg = RunConfig()
-    cfg.validation.split, cfg.validation.score = split, score
-    return cfg.validation

@@ -18,7 +18,7 @@ Override keys (``--set key=value``, values parsed as YAML scalars):
 * ``auto.candidates``, ``auto.min_steps``, ``auto.eta``, ``auto.combine`` (``method: auto``, the
   method chosen by held-out misfit: :mod:`dipkit.auto`);
 * ``validation.fraction``, ``validation.seed``, ``validation.refit``, ``validation.split``
-  (``entries``/``views``/``lines``/``auto``), ``validation.score`` (``raw``/``ramp``/``auto``) (the held-out
+  (``entries``/``views``/``auto``), ``validation.score`` (``raw``/``ramp``/``auto``) (the held-out
   split of the ``val`` rule);
 * ``checkpoint.every``, ``checkpoint.keep`` (resumable runs, :mod:`dipkit.engine.checkpoint`);
 * ``healing.enabled``, ``healing.max_rollbacks``, ``healing.jump_factor``, ``healing.window``
@@ -111,7 +111,7 @@ class ValidationConfig:
     fraction: float = 0.05  # share of the measured entries (split=views: of the views) held out
     seed: int = 0  # seed of the split (the same split for every run seed)
     refit: bool = False  # after the val pick at step k*, rerun on all data for k* steps
-    split: str = "auto"  # entries | views (sinograms) | lines (Cartesian k-space) | auto: entries (runner.resolve_validation)
+    split: str = "auto"  # entries | views (sinograms only) | auto: views for CT, else entries (runner.resolve_validation)
     score: str = "auto"  # raw | ramp (ramp-filtered held-out views) | auto: raw
 
 
@@ -320,8 +320,8 @@ class RunConfig:
             raise DipkitError(f"early_stop.source must be 'estimate' or 'output', got {es.source!r}")
         if not 0.0 < float(self.validation.fraction) <= 0.5:
             raise DipkitError(f"validation.fraction must be in (0, 0.5], got {self.validation.fraction}")
-        if self.validation.split not in ("entries", "views", "lines", "auto"):
-            raise DipkitError(f"validation.split must be entries, views, lines or auto, got {self.validation.split!r}")
+        if self.validation.split not in ("entries", "views", "auto"):
+            raise DipkitError(f"validation.split must be entries, views or auto, got {self.validation.split!r}")
         if self.validation.score not in ("raw", "ramp", "auto"):
             raise DipkitError(f"validation.score must be raw, ramp or auto, got {self.validation.score!r}")
         if self.validation.score == "ramp" and self.validation.split == "entries":

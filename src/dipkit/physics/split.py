@@ -21,14 +21,6 @@ so every method works unchanged. Its ``A_dagger`` (used for FBP / A†y network 
 full operator's to the measurement with the held-out entries *filled in* from the kept ones
 (:meth:`ValidationSplit.fill`), so no held-out value reaches the network's input.
 
-**Cartesian k-space: held-out lines.** For MRI with a line mask (measured k-space lines are
-columns of the last axis) ``split="lines"`` holds out whole measured lines, drawn as the views below
-but never from the fully sampled centre (the run of consecutive measured lines around the middle,
-which the fit keeps). A random held-out k-space sample is predicted almost exactly from its fitted
-neighbours on the same line (the image's finite support makes k-space smooth), so its misfit sees
-the noise but hardly the aliasing that lives on the *unmeasured* lines; a held-out line asks what
-the reconstruction predicts on a line the fit never saw — the question of undersampled MRI.
-
 **Sinograms: held-out views and a ramp-filtered score.** For CT (layout ``[..., detector, views]``)
 the split can hold out whole *views* instead (``split="views"``): of the :math:`V` measured views
 (views with any measured entry), :math:`n = \max(1, \mathrm{round}(f V))` are held out, one drawn
@@ -77,21 +69,6 @@ def measured_support(physics, y: torch.Tensor) -> torch.Tensor:
     return torch.ones((h, w), dtype=torch.bool, device=y.device)
 
 
-def _central_run(columns: torch.Tensor, width: int) -> torch.Tensor:
-    """Mask of ``columns`` (sorted measured column indices) in the run of consecutive ones nearest
-    the centre ``width // 2`` — the fully sampled k-space centre of a Cartesian mask."""
-    if columns.numel() == 0:
-        return torch.zeros(0, dtype=torch.bool)
-    c = int(columns[(columns - width // 2).abs().argmin()])
-    cols = set(columns.tolist())
-    lo, hi = c, c
-    while lo - 1 in cols:
-        lo -= 1
-    while hi + 1 in cols:
-        hi += 1
-    return (columns >= lo) & (columns <= hi)
-
-
 class MaskedPhysics:
     r"""The fit view :math:`M A` of a linear operator (see the module docs).
 
@@ -130,7 +107,7 @@ class MaskedPhysics:
 
 
 #: what a split holds out: single measured entries, or whole views of a sinogram
-SPLITS = ("entries", "views", "lines")
+SPLITS = ("entries", "views")
 #: how the held-out residual is scored: plain squares, or squares after the ramp filter (views only)
 SCORES = ("raw", "ramp")
 
@@ -148,8 +125,7 @@ class ValidationSplit:
         (mean of the kept 3×3 neighbours, repeated for clusters: sinograms and images; a held-out
         view gets the mean of its two neighbouring views, each averaged over 3 detector cells) or
         ``"zero"`` (k-space, where zero-filling is the convention).
-    :param split: ``"entries"`` (random measured entries), ``"lines"`` (whole measured k-space lines —
-        columns of the last axis — outside the fully sampled centre) or ``"views"`` (whole views — the last
+    :param split: ``"entries"`` (random measured entries) or ``"views"`` (whole views — the last
         axis — of a sinogram, spread over the views; at least one). Which measurements are
         sinograms is the caller's business (:func:`dipkit.runner.make_split`).
     :param score: ``"raw"`` (mean squared held-out misfit) or ``"ramp"`` (the same after the ramp
@@ -173,7 +149,7 @@ class ValidationSplit:
             raise DipkitError(f"validation.split must be one of {', '.join(SPLITS)}, got {split!r}")
         if score not in SCORES:
             raise DipkitError(f"validation.score must be one of {', '.join(SCORES)}, got {score!r}")
-        if score == "ramp" and split != "views":  # lines (k-space) have no ramp filter
+        if score == "ramp" and split != "views":
             raise DipkitError("validation.score=ramp filters whole held-out views: it needs validation.split=views")
         self.physics, self.y, self.fraction, self.seed = physics, y, float(fraction), int(seed)
         self.split, self.score = split, score
@@ -198,12 +174,10 @@ class ValidationSplit:
             if self.fold:
                 raise DipkitError("folds (fold > 0) are for the entries split")
             measured_views = torch.nonzero(support.cpu().any(0)).squeeze(1)
-            if split == "lines":  # k-space: keep the fully sampled centre (autocalibration lines) in the fit
-                measured_views = measured_views[~_central_run(measured_views, support.shape[-1])]
             n_views = measured_views.numel()
             n_out = max(1, int(round(self.fraction * n_views)))
             if n_out >= n_views:
-                raise DipkitError(f"cannot hold out {n_out} of {n_views} measured {split} (validation.split={split})")
+                raise DipkitError(f"cannot hold out {n_out} of {n_views} measured views (validation.split=views)")
             bounds = [(k * n_views) // n_out for k in range(n_out + 1)]
             picks = [lo + int(torch.randint(hi - lo, (1,), generator=gen)) for lo, hi in zip(bounds, bounds[1:])]
             self.views = [int(measured_views[i]) for i in picks]
@@ -264,9 +238,7 @@ class ValidationSplit:
     def describe(self) -> dict:
         """The split's settings and size, for ``metrics.json`` (``views``: the held-out views, or null)."""
         out = {"fraction": self.fraction, "seed": self.seed, "held_out": self.n_held_out, "fill": self.fill_mode,
-               "split": self.split, "score": self.score,
-               "views": self.views if self.split == "views" else None,
-               **({"lines": self.views} if self.split == "lines" else {})}
+               "split": self.split, "score": self.score, "views": self.views}
         if self.fold:
             out["fold"] = self.fold
         return out
