@@ -28,6 +28,31 @@ BASELINES = ("naive", "fbp", "tv", "pnp-admm")
 META = ("auto",)
 
 
+def combine_psnr(run_dir: Path, k: int) -> float | None:
+    """PSNR of the mean of an auto run's k best candidates by held-out misfit (what ``--combine k``
+    would have returned), from the candidates' saved reconstructions; None without a ground truth."""
+    import csv
+
+    import numpy as np
+    import torch
+
+    from dipkit.problem import Problem
+    from dipkit.summary import metric_pair
+
+    sel = run_dir / "selection.csv"
+    if not sel.is_file():
+        return None
+    rows = [r for r in csv.DictReader(sel.open()) if r.get("rank")]
+    rows = sorted(rows, key=lambda r: int(r["rank"]))[:k]
+    if len(rows) < k:
+        return None
+    recons = [np.load(run_dir / "candidates" / r["candidate"] / "reconstruction.npy") for r in rows]
+    problem = Problem.load(run_dir.parent.parent / "problem.npz")
+    x = torch.from_numpy(np.mean(recons, axis=0))[None].to(problem.y.dtype if not problem.y.is_complex() else
+                                                           torch.float32)
+    return metric_pair(x, problem, None)[0]
+
+
 def load_runs(bench: Path) -> dict[tuple[str, str], dict]:
     """``{(case, method): metrics}`` for seed 0 of every run of the bench."""
     runs = {}
@@ -69,7 +94,7 @@ def main(argv=None) -> str:
               "|---|---|---|---|---|---|---|---|---|"]
     autos = ["## `--method auto`: the method chosen by held-out misfit", "",
              "| case | auto PSNR | chose | best candidate by PSNR | Δ vs TV auto | Δ vs TV oracle | time / dip's | "
-             "candidates (PSNR, misfit rank) |", "|---|---|---|---|---|---|---|---|"]
+             "combine 2 / 3 | candidates (PSNR, misfit rank) |", "|---|---|---|---|---|---|---|---|---|"]
     auto_wins, auto_n, ratios = 0, 0, []
     gaps_val, gaps_wmv, wins = [], [], 0
     for case in cases:
@@ -111,11 +136,13 @@ def main(argv=None) -> str:
             if ap is not None and tv is not None and ap >= tv - 1e-9:
                 auto_wins += 1
             cands = ", ".join(f"{r['candidate']} {fmt(r.get('psnr'))} (#{r.get('rank')})" for r in rows)
+            adir = next(a.bench.glob(f"cases/{case}/*/auto/seed0"), None)
+            comb = [None if adir is None else combine_psnr(adir, kk) for kk in (2, 3)]
             autos.append(f"| {case} | {fmt(ap)} | {(am.get('auto') or {}).get('chosen')} | "
                          f"{'—' if top is None else top['candidate'] + ' ' + fmt(top['psnr'])} | "
                          f"{fmt(None if ap is None or tv is None else ap - tv)} | "
                          f"{fmt(None if ap is None or tvo is None else ap - tvo)} | "
-                         f"{'—' if ratio is None else f'{ratio:.1f}×'} | {cands} |")
+                         f"{'—' if ratio is None else f'{ratio:.1f}×'} | {fmt(comb[0])} / {fmt(comb[1])} | {cands} |")
         if best is not None and tv is not None and best >= tv:
             wins += 1
         lines.append(f"| {case} | {fmt(direct)} | {fmt(tv)} | {fmt(tvo)}"

@@ -152,3 +152,16 @@ def test_auto_cli_and_bench_row(ct_problem_file, tmp_path):
     res = run_bench(bench, tmp_path / "b")
     assert not res["failed"]
     assert any(r["method"] == "auto" for r in res["results"])
+
+
+def test_a_baseline_candidate_is_scored_on_the_fit_view_and_returns_its_solve_on_all_data(auto_run):
+    from dipkit.runner import reconstruct
+
+    problem, res, out = auto_run
+    m = json.loads((out / "candidates" / "tv" / "metrics.json").read_text())
+    assert m["validation"] is None and m["auto_fit"]["validation"]["held_out"] > 0  # the fit view's score…
+    rows = {r["candidate"]: r for r in csv.DictReader((out / "selection.csv").open())}
+    assert float(rows["tv"]["misfit"]) == pytest.approx(m["auto_fit"]["misfit"], rel=1e-5)
+    alone = reconstruct(problem, RunConfig(method="tv", device="cpu", log_every=5), None, quiet=True)
+    np.testing.assert_allclose(np.load(out / "candidates" / "tv" / "reconstruction.npy"),  # … the solve on all data
+                               alone.reconstruction[0].numpy(), rtol=1e-5, atol=1e-6)
