@@ -418,3 +418,16 @@ def test_registry_names_and_bad_parameters():
                       ("self-guided", {"penalty": "sum"}), ("sgld", {"T": -1.0}), ("sgld", {"burn_in": -1})]:
         with pytest.raises(DipkitError):
             make_method(name, **bad)
+
+
+def test_aseqdip_default_rate_is_the_presets_capped_at_1e_3(ct_problem):
+    from dipkit.config import RunConfig
+    from dipkit.runner import resolve_config
+
+    for net, want in (("unet", 1e-3), ("unet-paper", 1e-4)):
+        cfg = RunConfig(method="aseqdip")
+        cfg.net.name = net
+        method = cfg.validate()
+        assert resolve_config(cfg, method, ct_problem).params["lr"] == pytest.approx(want)
+    cfg = RunConfig(method="aseqdip", params={"lr": 3e-3})  # an explicit rate is kept
+    assert resolve_config(cfg, cfg.validate(), ct_problem).params["lr"] == pytest.approx(3e-3)

@@ -110,6 +110,9 @@ def resolve_config(cfg: RunConfig, method, problem) -> RunConfig:
     out.validation.split, out.validation.score = resolve_validation(problem, cfg.validation)
     if method.uses_network and getattr(method, "lr", 0.0) is None:
         method.lr = float(NETS[cfg.net.name].lr)
+        cap = getattr(method, "max_default_lr", None)
+        if cap is not None:
+            method.lr = min(method.lr, float(cap))
     out.params = dict(method.config())
     steps, kind = step_budget(out, method)
     out.iterations = None if kind in ("direct", "auto") else steps

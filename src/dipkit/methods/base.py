@@ -129,6 +129,9 @@ class Method:
     max_iterations: ClassVar[int | None] = 20000
     #: the optimiser's rate is an Adam step size a schedule may lower (:mod:`dipkit.engine.schedule`)
     schedulable: ClassVar[bool] = True
+    #: with ``lr`` left to the network preset: at most this rate (None: the preset's as it is), for
+    #: methods that are unstable at the rate the preset gives plain DIP
+    max_default_lr: ClassVar[float | None] = None
     #: outer update every ``inner_steps`` gradient steps (0: never)
     inner_steps: int = 0
     #: ``precision=auto`` may run the network in bf16 on hardware that does bf16 natively
