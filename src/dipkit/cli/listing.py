@@ -25,6 +25,9 @@ def _methods(args) -> int:
         if alg and alg not in ref:
             ref += f" [{alg}]"
         print(f"{'':<{width}}  ref: {ref}")
+    print(f"{'auto':<{width}}  the method chosen without a ground truth: a portfolio per task ranked by held-out "
+          "misfit, by successive halving (--combine K averages the K best)")
+    print(f"{'':<{width}}  ref: Jamieson & Talwalkar, AISTATS 2016 (successive halving); dipkit.auto")
     return 0
 
 
