@@ -205,7 +205,7 @@ def test_auto_alpha_continues_from_the_validated_image_on_inpainting():
     """Regression: on 50 % random inpainting the α search (warm-started from large α down) validates
     images whose holes larger weights filled in; the final solve must start from that image, not from
     zeros (a cold solve at the chosen small α left the holes empty: PSNR ≈ the masked image's)."""
-    from dipkit.baselines.tv import choose_alpha
+    from dipkit.baselines.tv_alpha import choose_alpha
     from dipkit.config import RunConfig
     from dipkit.metrics import psnr
     from dipkit.runner import reconstruct
@@ -229,7 +229,7 @@ _OFF_GRID = tuple(10 ** (k + 0.5) for k in range(1, -6, -1))  # 31.6, 3.16, …,
 
 def _converged_misfit(op, y, alpha, steps=600):
     """Held-out misfit (fold 0) of a converged fit-view solve at ``alpha``."""
-    from dipkit.baselines.tv import _HoldOut, _Path
+    from dipkit.baselines.tv_alpha import _HoldOut, _Path
 
     crit = _HoldOut(op, y, folds=1, fraction=0.05, seed=0)
     path = _Path(crit.path_physics, crit.path_y, nonneg=True, value=crit.value, rtol=0)
@@ -238,7 +238,7 @@ def _converged_misfit(op, y, alpha, steps=600):
 
 
 def test_parabola_vertex():
-    from dipkit.baselines.tv import _parabola_vertex
+    from dipkit.baselines.tv_alpha import _parabola_vertex
 
     u = tuple(torch.tensor([v], dtype=torch.float64) for v in (2.0, 1.0, 0.0))  # descending, as on the path
     f = tuple(torch.tensor([(v - 0.7) ** 2 + 1.0], dtype=torch.float64) for v in (2.0, 1.0, 0.0))
@@ -251,7 +251,7 @@ def test_auto_alpha_refines_between_grid_points_where_the_misfit_minimum_is():
     """On a grid that straddles the held-out misfit's minimum (between 0.316 and 0.0316 here), the
     refinement returns a weight between the grid points, and its converged held-out misfit is
     lower than that of either neighbouring grid point (without refinement: a grid point)."""
-    from dipkit.baselines.tv import choose_alpha
+    from dipkit.baselines.tv_alpha import choose_alpha
 
     op, x, y = _noisy_problem(n=24, views=12)
     a = float(choose_alpha(op, y, alphas=_OFF_GRID)[0])
@@ -264,7 +264,7 @@ def test_auto_alpha_refines_between_grid_points_where_the_misfit_minimum_is():
 def test_auto_alpha_path_stops_once_the_misfit_rose_twice():
     """The warm-started path stops after two weights in a row above its least misfit (after a fall):
     on this problem after 0.00316, leaving 3.16e-4 and 3.16e-5 untried; patience=None tries all."""
-    from dipkit.baselines.tv import choose_alpha
+    from dipkit.baselines.tv_alpha import choose_alpha
 
     op, x, y = _noisy_problem(n=24, views=12)
     trace = []
@@ -281,7 +281,7 @@ def test_auto_alpha_path_stops_once_the_misfit_rose_twice():
 def test_auto_alpha_polishes_the_bracket_from_the_paths_snapshots():
     """After the path, the best weight and its neighbours are continued (``polish`` steps each,
     from the path's state at that weight); the choice is then made on those values."""
-    from dipkit.baselines.tv import choose_alpha
+    from dipkit.baselines.tv_alpha import choose_alpha
 
     op, x, y = _noisy_problem(n=24, views=12)
     trace = []
@@ -295,7 +295,7 @@ def test_auto_alpha_polishes_the_bracket_from_the_paths_snapshots():
 
 def test_holdout_folds_average_disjoint_splits():
     """folds=K: K disjoint hold-outs of one seed, V = the mean of the folds' held-out misfits."""
-    from dipkit.baselines.tv import _HoldOut
+    from dipkit.baselines.tv_alpha import _HoldOut
     from dipkit.physics.split import ValidationSplit
 
     op, x, y = _noisy_problem(n=16, views=8)
@@ -315,7 +315,7 @@ def test_sure_estimates_the_denoising_mse_and_picks_its_minimum():
     """Denoising with a known σ: choose_alpha uses SURE, an unbiased estimate of the MSE (within its
     Monte-Carlo noise here) whose minimum is the PSNR-best weight. Regression: the probe b was drawn
     with the simulation's seed, i.e. it *was* the noise, and SURE overestimated the MSE by ~45 %."""
-    from dipkit.baselines.tv import _Path, _Sure, choose_alpha
+    from dipkit.baselines.tv_alpha import _Path, _Sure, choose_alpha
     from dipkit.tasks import get_task
     from tests.conftest import tiny_image
 
@@ -346,7 +346,7 @@ def test_sure_estimates_the_denoising_mse_and_picks_its_minimum():
 
 def test_auto_alpha_per_sample_weights_for_a_batch():
     """choose_alpha's contract: one weight per sample; a noisier sample gets a larger weight."""
-    from dipkit.baselines.tv import choose_alpha
+    from dipkit.baselines.tv_alpha import choose_alpha
 
     op, x, y = _noisy_problem(n=24, views=12)
     noisy = op.A(x) + 4.0 * (y - op.A(x))

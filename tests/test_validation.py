@@ -218,7 +218,7 @@ def test_tune_cli(ct_problem_file, tmp_path, capsys):
 def test_a_split_inside_a_fit_view_holds_out_only_entries_the_fit_view_has(ct_problem):
     """Regression: TV's α search inside a run with a validation split (dip-tv alpha=auto) used to hold
     out the outer split's zeroed entries too, and chose the largest α (a flat image)."""
-    from dipkit.baselines.tv import choose_alpha
+    from dipkit.baselines.tv_alpha import choose_alpha
     from dipkit.physics.split import ValidationSplit, measured_support
 
     outer = ValidationSplit(ct_problem.physics, ct_problem.y, fraction=0.2, seed=0)

@@ -10,8 +10,8 @@ import sys, json, math, torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 torch.set_num_threads(1)
 from tv_choice import all_cases, make_problem
-from dipkit.baselines.tv import _Path, _HoldOut
-from dipkit.metrics import psnr
+from dipkit.baselines.tv_alpha import _Path, _HoldOut
+
 oracles = json.load(open(os.environ.get("TV_ORACLE", "tv_oracle128.json")))
 for name in sys.argv[1].split(","):
     task, sample, opts = all_cases()[name]

@@ -9,7 +9,7 @@ import sys, time, torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 torch.set_num_threads(1)
 from tv_choice import all_cases, make_problem
-from dipkit.baselines.tv import _Path, _HoldOut
+from dipkit.baselines.tv_alpha import _Path, _HoldOut
 name = sys.argv[1]; ratios = sys.argv[2].split(","); a0, a1 = float(sys.argv[3]), float(sys.argv[4])
 task, sample, opts = all_cases()[name]
 p = make_problem(task, sample, opts)

@@ -7,7 +7,7 @@ import sys, json, math, time, torch, os
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 torch.set_num_threads(1)
 from tv_choice import all_cases, make_problem
-from dipkit.baselines.tv import _Path
+from dipkit.baselines.tv_alpha import _Path
 from dipkit.metrics import psnr
 
 oracles = json.load(open(os.environ.get("TV_ORACLE", "tv_oracle128.json")))
