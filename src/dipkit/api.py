@@ -86,7 +86,7 @@ def as_problem(y: torch.Tensor, physics, *, x_true: torch.Tensor | None = None, 
     if device is None or str(device) == "auto":
         dev = op_dev if op_dev is not None else y.device
     else:
-        from .runner import resolve_device
+        from .resolve import resolve_device
 
         dev = resolve_device(str(device))
         if op_dev is not None and not same_device(op_dev, dev):

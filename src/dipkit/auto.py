@@ -243,7 +243,8 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
     from . import __version__
     from .metrics import fov_mask
     from .rundir import RunResult, prepare_run_dir, write_run_dir
-    from .runner import _advance, _build_run, _finish, make_split, resolve_config, resolve_device
+    from .resolve import make_split, resolve_config, resolve_device
+    from .runner import _advance, _build_run, _finish
     from .stopping import parse_rules
     from .stopping.limits import TimeLimit
     from .summary import metric_pair
@@ -300,7 +301,7 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
             say(f"auto: candidate {c.label} failed: {c.error}")
 
     def step_cap(c: _Candidate) -> int:
-        from .runner import step_budget
+        from .resolve import step_budget
 
         return step_budget(c.resolved, c.method)[0]
 

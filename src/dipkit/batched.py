@@ -179,7 +179,8 @@ def reconstruct_seeds(problem, cfg: RunConfig, seeds: list[int], outs: list | No
     from .metrics import fov_mask
     from .rundir import prepare_run_dir
     from .engine.schedule import make_schedule
-    from .runner import _finish, _fit_view, _Run, build_state, make_split, resolve_config, resolve_device, step_budget
+    from .resolve import make_split, resolve_config, resolve_device, step_budget
+    from .runner import _finish, _fit_view, _Run, build_state
     from .stopping import make_stopping_rule, needs_split, parse_rules
     from .stopping.limits import TimeLimit
 

@@ -111,7 +111,7 @@ class ValidationConfig:
     fraction: float = 0.05  # share of the measured entries (split=views: of the views) held out
     seed: int = 0  # seed of the split (the same split for every run seed)
     refit: bool = False  # after the val pick at step k*, rerun on all data for k* steps
-    split: str = "auto"  # entries | views (sinograms only) | auto: entries (runner.resolve_validation)
+    split: str = "auto"  # entries | views (sinograms only) | auto: entries (resolve.resolve_validation)
     score: str = "auto"  # raw | ramp (ramp-filtered held-out views) | auto: raw
 
 

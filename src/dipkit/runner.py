@@ -8,7 +8,7 @@ flow of one run::
         network f_θ, input z, meta) ──▶ engine.run(method, state, [stopping rules, HistoryRecorder,
         progress bar]) ──▶ [refit on all data] ──▶ RunResult ──▶ rundir.write_run_dir
 
-Defaults that depend on the problem or the network are resolved here (:func:`resolve_config`) and
+Defaults that depend on the problem or the network are resolved by :mod:`dipkit.resolve` (:func:`resolve_config`) and
 the resolved values are what ``config.yaml`` records. The files of the run directory and their
 reading back are in :mod:`dipkit.rundir`.
 
@@ -45,6 +45,7 @@ from .errors import DipkitError
 from .metrics import fov_mask
 from .rundir import CHECKPOINT, RunResult, prepare_run_dir, remove_checkpoint, write_run_dir
 from .summary import ensemble_info, finite, metric_pair, selection, stop_info, uncertainty_info
+from .resolve import make_split, resolve_config, resolve_device, resolve_validation, step_budget
 from .uncertainty import ensemble_mean_std, posterior_std
 
 __all__ = ["reconstruct", "resolve_device", "resolve_config", "build_state", "make_split", "resolve_validation",
@@ -52,135 +53,6 @@ __all__ = ["reconstruct", "resolve_device", "resolve_config", "build_state", "ma
 
 #: version of the checkpoint layout (see the module docs)
 CHECKPOINT_VERSION = 1
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
-        raise DipkitError("--device cuda requested but no CUDA GPU is available (use --device auto or cpu)")
-    return torch.device(name)
-
-
-def step_budget(cfg: RunConfig, method) -> tuple[int, str]:
-    """The step budget of a run and its kind, for ``cfg`` with its stopping rule resolved:
-
-    * ``("fixed", N)`` with ``iterations = N`` — the run goes N steps (unless a rule stops it);
-    * ``("auto", cap)`` for a network method whose ``val`` rule stops the run (the default): the
-      run decides its own length — it ends when the held-out misfit has not reached a new minimum
-      for the rule's patience window (:mod:`dipkit.stopping.val`) — and ``max_iterations`` (or the
-      method's :attr:`~dipkit.methods.base.Method.max_iterations`, 20 000) is only a cap;
-    * ``("default", n)`` otherwise — the method's ``default_iterations`` (dip 3000, TV 500);
-    * ``("direct", 1)`` for a direct method (FBP).
-
-    Returned as ``(steps, kind)``."""
-    from .stopping import parse_rules
-
-    if getattr(method, "direct", False):
-        return 1, "direct"
-    if cfg.iterations:
-        return int(cfg.iterations), "fixed"
-    cap = getattr(method, "max_iterations", None) if method.uses_network else None
-    if cap and cfg.early_stop.rule != "auto" and ("val", "stop") in parse_rules(cfg.early_stop.rule):
-        return int(cfg.max_iterations or cap), "auto"
-    return int(method.default_iterations), "default"
-
-
-def resolve_config(cfg: RunConfig, method, problem) -> RunConfig:
-    """A copy of ``cfg`` with every default that depends on the problem or the network resolved:
-    the method's hyper-parameters as used (a learning rate left to the network preset is set on
-    ``method`` here), the stopping rule (``auto`` → ``val`` for network methods — ``val:record``
-    with a fixed ``iterations`` —, none for baselines), the step budget (:func:`step_budget`:
-    ``iterations`` stays None for a run that decides its own length, ``max_iterations`` holds
-    its cap), the learning-rate schedule (``auto`` → ``plateau`` with a ``val`` rule,
-    :mod:`dipkit.engine.schedule`), the network input kind (``auto`` → per task), the validation
-    split and score (:func:`resolve_validation`) and the precision
-    (``auto`` → ``bf16`` where the problem's device does bf16 natively and the method allows it,
-    else ``fp32``: :mod:`dipkit.precision`)."""
-    from .engine.schedule import resolve_schedule
-    from .inputs import resolve_input_kind
-    from .nets import NETS
-    from .precision import resolve_precision
-    from .stopping import parse_rules, resolve_rule
-
-    out = copy.deepcopy(cfg)
-    out.precision = resolve_precision(cfg.precision, problem.y.device, method)
-    out.early_stop.rule = resolve_rule(cfg.early_stop.rule, method, fixed_budget=bool(cfg.iterations))
-    out.validation.split, out.validation.score = resolve_validation(problem, cfg.validation)
-    if method.uses_network and getattr(method, "lr", 0.0) is None:
-        method.lr = float(NETS[cfg.net.name].lr)
-        cap = getattr(method, "max_default_lr", None)
-        if cap is not None:
-            method.lr = min(method.lr, float(cap))
-    out.params = dict(method.config())
-    steps, kind = step_budget(out, method)
-    out.iterations = None if kind in ("direct", "auto") else steps
-    out.max_iterations = steps if kind == "auto" else None
-    has_val = any(name == "val" for name, _ in parse_rules(out.early_stop.rule))
-    out.schedule.kind = resolve_schedule(cfg.schedule.kind, method, has_val)
-    if method.uses_network:
-        out.input.kind = resolve_input_kind(cfg.input.kind, problem)
-    return out
-
-
-def resolve_validation(problem, validation) -> tuple[str, str]:
-    """``(split, score)`` of ``validation`` (a :class:`~dipkit.config.ValidationConfig`) for
-    ``problem``, ``auto`` resolved: ``split`` → ``entries`` (``views`` on a sinogram when the score
-    is ``ramp``, which filters whole views); ``score`` → ``raw``. ``views`` on a non-sinogram and
-    ``ramp`` without ``views`` are one-line :class:`DipkitError` s.
-
-    Why ``entries`` on CT too, although the 64² measurements below favoured views: on the demo's
-    128² CT (sample ``ct``, 30 views, 2 %; ``dip`` with its defaults, run-decided length) the views
-    split picked 28.56 dB at step 790 and its patience stopped the run at 1300 (peak 29.65), while
-    the entries split picked 30.50 at step 1650 (peak 30.98 at 2480) — holding out 2 of 30 views
-    leaves 2 × 183 held-out rays, a far noisier misfit than 5 % of all rays (~270 per view's worth
-    × 30), and costs the fit two whole projections (``benchmarks/results/schedules.md``). Views
-    stay an option (``validation.split=views``, with ``score=ramp`` chosen automatically).
-
-    The 64² measurements:
-
-    Why (``benchmarks/results/ct-validation.md``: 64² CT at 2 % noise, 7 network methods with their
-    defaults, ``ct`` 30 parallel views, ``ct-fan`` 60 fan views, held-out ``head-ct`` 30 parallel
-    views; one seed). The val pick's distance to the same run's oracle peak: with held-out *views*
-    ≤ 0.5 dB in 18 of 21 (case, method) pairs, mean 0.29 dB, worst 1.48 dB; with held-out random
-    *entries* (rays) 15 of 21, mean 0.64 dB, worst 2.68 dB — on ``ct`` the entries split stops the
-    regularised methods 1.7–2.7 dB early (dip-tv 2.68, dip-denoiser-admm 2.45, dip-tv-hqs 2.19,
-    dip-constrained 2.11, deepred 1.66 dB), the views split leaves ≤ 0.45 dB for all seven. The
-    price is fitting 2 fewer of 30 views: the views runs' own peaks are 0.09–0.44 dB below the
-    entries runs' on ``ct`` (aseqdip +0.09), −0.16…+0.56 dB on ``ct-fan``; on ``head-ct`` single runs
-    differ by ±1–3 dB either way, and a second split seed moves them as much (dip: entries peak
-    28.04 dB with split seed 0, 26.00 with seed 1) — there one seed cannot tell the two apart, and
-    the views split's pick was worse there at seed 0 (dip 1.48, aseqdip 1.45, deepred 0.86 dB from
-    the run's peak). ``ramp`` is not better than ``raw`` on the same runs (≤ 0.5 dB in 16 of 21,
-    mean 0.27, worst 1.51 dB: better on ``head-ct``, worse on ``ct``) and amplifies the held-out noise,
-    so ``raw`` — the same units as every other task's misfit — is the default and ``ramp`` an
-    option. Not a cure: the goal of ≤ 0.5 dB for every CT method and case is not reached."""
-    kind = str(problem.spec.get("kind", ""))
-    sinogram = kind.startswith("ct")
-    split, score = validation.split, validation.score
-    if split == "auto":  # entries everywhere; views where a ramp score asks for whole views
-        split = "views" if sinogram and score == "ramp" else "entries"
-    if score == "auto":
-        score = "raw"
-    if split == "views" and not sinogram:
-        raise DipkitError(f"validation.split=views holds out projection angles: it needs a sinogram (a ct task), "
-                          f"this problem is {kind or 'not a CT problem'!r}")
-    if score == "ramp" and split != "views":
-        raise DipkitError("validation.score=ramp filters whole held-out views: it needs validation.split=views")
-    return split, score
-
-
-def make_split(problem, cfg: RunConfig):
-    """The validation split of ``problem`` for ``cfg.validation`` (MRI: held-out k-space is
-    zero-filled in network inputs; sinograms and images: filled from neighbours), with the split
-    kind and score of :func:`resolve_validation`."""
-    from .physics.split import ValidationSplit
-
-    fill = "zero" if str(problem.spec.get("kind", "")).startswith("mri") else "neighbours"
-    split, score = resolve_validation(problem, cfg.validation)
-    return ValidationSplit(problem.physics, problem.y, fraction=float(cfg.validation.fraction),
-                           seed=int(cfg.validation.seed), fill=fill, split=split, score=score)
 
 
 def _fit_view(problem, split):

@@ -127,7 +127,7 @@ def pretrain(out: str | Path, *, task: str = "ct", like=None, size: int = 64, ta
     from .nets.weights import save_weights
     from .phantoms import random_ellipses
     from .problem import Problem
-    from .runner import resolve_device
+    from .resolve import resolve_device
 
     steps, batch_size, checkpoints, size = int(steps), int(batch_size), int(checkpoints), int(size)
     if steps < 1 or batch_size < 1 or checkpoints < 1 or size < 8:
