@@ -6,7 +6,7 @@ BIN     = $(VENV)/bin
 # (plain pip finds them there); pyproject.toml accepts any torch >= 2.4.
 TORCH_PIN = torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test clean
+.PHONY: install demo test docs clean
 
 $(BIN)/dipkit: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,5 +23,13 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
+# the documentation site in site/ (mkdocs.yml, docs/); --strict: a warning fails the build
+$(BIN)/mkdocs: $(BIN)/dipkit pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[test,docs]'
+	touch $(BIN)/mkdocs
+
+docs: install $(BIN)/mkdocs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
+
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build dist site src/*.egg-info .pytest_cache
