@@ -11,6 +11,9 @@ so history, stopping rules, progress and checkpoints work the same for it:
 
 :meth:`Baseline.solve` runs a baseline on ``(physics, y)`` without a problem file or run
 directory, which the library functions (:func:`dipkit.baselines.tv.tv_reconstruct`) use.
+
+Lives in :mod:`dipkit.core` (under both :mod:`dipkit.methods` and :mod:`dipkit.baselines`);
+:mod:`dipkit.baselines.base` re-exports it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 
 from ..engine.callbacks import Callback
 from ..engine.output import LastIterate
-from ..methods.base import Method, data_fidelity
+from .method import Method, data_fidelity
 
 __all__ = ["Baseline", "ObserverCallback"]
 

@@ -14,8 +14,12 @@ A :class:`Method` never owns a loop over optimiser steps; the engine
 * ``outer_update(state)`` — every ``inner_steps`` steps (dual/splitting/input updates);
 * ``output`` — the output rule (:class:`~dipkit.engine.LastIterate` or :class:`~dipkit.engine.EMA`).
 
-Classical baselines are methods too, without an optimiser (:class:`dipkit.baselines.Baseline`):
-their ``forward`` is one iteration of the classical algorithm.
+Classical baselines are methods too, without an optimiser (:class:`dipkit.core.baseline.Baseline`,
+re-exported as :class:`dipkit.baselines.Baseline`): their ``forward`` is one iteration of the
+classical algorithm.
+
+This module lives in :mod:`dipkit.core` (the layer under :mod:`dipkit.methods` and
+:mod:`dipkit.baselines`, which both import it); :mod:`dipkit.methods.base` re-exports it.
 
 Units and scaling (documented here once, for every method and baseline)
 -----------------------------------------------------------------------
@@ -51,9 +55,8 @@ from typing import Any, ClassVar
 import torch
 
 from ..engine.output import make_output_rule
-from ..inputs import perturb
 
-__all__ = ["Method", "data_fidelity", "data_term", "positive", "nonneg", "count"]
+__all__ = ["Method", "data_fidelity", "data_term", "positive", "nonneg", "count", "perturb"]
 
 
 def data_fidelity(physics, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -77,6 +80,15 @@ def data_term(state, x: torch.Tensor) -> torch.Tensor:
     if state.data_term is None:
         return data_fidelity(state.physics, x, state.y)
     return state.data_term(state, x)
+
+
+def perturb(z: torch.Tensor, sigma_p: float, randn) -> torch.Tensor:
+    r"""``z + σ_p ε`` with fresh ``ε ~ N(0, I)`` from ``randn(shape, dtype)`` (e.g.
+    :meth:`dipkit.engine.State.randn`); the identity if σ_p = 0. Input perturbation
+    (:mod:`dipkit.inputs`, re-exported there)."""
+    if sigma_p == 0:
+        return z
+    return z + sigma_p * randn(z.shape, z.dtype)
 
 
 # ---------------------------------------------------------------------- parameter checks

@@ -7,8 +7,12 @@ Solves, for each sample of a batch,
     \min_x \; \tfrac12 \|A x - y\|_2^2 + \alpha\,\mathrm{TV}(x) \; [+\ \iota_{x \ge 0}(x)]
 
 with the isotropic TV of :func:`dipkit.priors.tv.tv`, for any deepinv ``LinearPhysics`` ``A``.
-:class:`TV` is the registered method ``tv`` (one PDHG iteration per engine step);
-:func:`tv_reconstruct` runs it on ``(physics, y)`` directly.
+:class:`TVSolver` is the solver at given weights (one PDHG iteration per engine step); the
+registered method ``tv`` (:class:`dipkit.baselines.tv.TV`) is this solver plus the
+ground-truth-free choice of the weight (:func:`dipkit.core.tv_alpha.choose_alpha`, which itself runs
+:class:`TVSolver`), and :func:`dipkit.baselines.tv.tv_reconstruct` runs it on ``(physics, y)``
+directly. The solver lives in :mod:`dipkit.core` so that the weight search under it serves both the
+``tv`` baseline and ``dip-tv`` (:mod:`dipkit.methods.tv`).
 
 Reference: A. Chambolle and T. Pock, "A first-order primal-dual algorithm for convex problems
 with applications to imaging", J. Math. Imaging Vis. 40 (2011) 120-145 (Algorithm 1, theta = 1);
@@ -18,22 +22,20 @@ L. Rudin, S. Osher, E. Fatemi, Physica D 60 (1992).
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 
 from ..errors import DipkitError
-from ..methods.base import data_fidelity
-from ..methods.registry import register
 from ..physics.linalg import bview
 from ..priors.tv import GRAD_NORM_SQ, div, grad, tv
-from .base import Baseline
+from .baseline import Baseline
+from .method import data_fidelity
 
-__all__ = ["TV", "tv_reconstruct", "tv_objective"]
+__all__ = ["TVSolver", "tv_objective", "TOL", "CHECK_EVERY"]
 
-#: :class:`TV`: a solve stops when the relative change over :data:`CHECK_EVERY` steps is at most this
+#: :class:`TVSolver`: a solve stops when the relative change over :data:`CHECK_EVERY` steps is at most this
 TOL = 5e-4
-#: how often (steps) :class:`TV` reads its convergence (one host synchronisation each time) and
+#: how often (steps) :class:`TVSolver` reads its convergence (one host synchronisation each time) and
 #: balances its step sizes
 CHECK_EVERY = 10
 #: residual balancing of the step sizes (Goldstein, Esser & Baraniuk 2013): start, decay, band
@@ -55,9 +57,9 @@ def tv_objective(physics, x: torch.Tensor, y: torch.Tensor, alpha) -> torch.Tens
     return data_fidelity(physics, x, y) + _as_batch(alpha, x.shape[0], x) * tv(x)
 
 
-@register
-class TV(Baseline):
-    r"""Classical TV-regularised reconstruction by PDHG (Chambolle–Pock).
+class TVSolver(Baseline):
+    r"""Classical TV-regularised reconstruction by PDHG (Chambolle–Pock); registered (with the choice
+    of ``alpha="auto"``) as the method ``tv``, :class:`dipkit.baselines.tv.TV`.
 
     .. math:: \hat x = \arg\min_{x \ge 0} \tfrac12\|Ax - y\|_2^2 + \alpha\,\mathrm{TV}(x)
 
@@ -83,7 +85,8 @@ class TV(Baseline):
     steps). Loss terms (observed): ``data`` = ½‖Ax − y‖², ``tv`` = α TV(x).
 
     :param alpha: TV weight α, absolute (on the data term's scale, see :mod:`dipkit.methods.base`),
-        or ``"auto"`` (default): chosen without a ground truth by :func:`~dipkit.baselines.tv_alpha.choose_alpha`, so the
+        or ``"auto"`` (default): chosen without a ground truth by :func:`~dipkit.core.tv_alpha.choose_alpha`
+        (in :class:`dipkit.baselines.tv.TV`: the solver alone takes weights), so the
         weight follows the operator, the image size and the noise level; the chosen value is
         recorded in the run's parameters. The best α varies over six decades (oracle values at
         128²: ≈ 5 for CT with 30 views, 1.3–1.8 on the head CT, 0.002–0.006 for 4× MRI, 0.06
@@ -135,6 +138,13 @@ class TV(Baseline):
         self.x0: torch.Tensor | None = None
         self.step_ratio = 1.0
 
+    def resolve_alpha(self, state, batch: int) -> None:
+        """``alpha="auto"``: set the weights (``alphas``, and ``alpha`` for one sample) and, optionally,
+        the start image ``x0`` before the solve. The solver has no weight search (it is what the
+        search runs): :class:`dipkit.baselines.tv.TV` has."""
+        raise DipkitError("the TV solver needs a weight: alpha='auto' is the 'tv' method's "
+                          "(dipkit.baselines.tv.TV)")
+
     def positivity(self, state) -> bool:
         """``nonneg`` as given, else True unless the image is complex (MRI: 2 channels)."""
         if self.nonneg is not None:
@@ -147,16 +157,7 @@ class TV(Baseline):
             raise DipkitError(f"tv expects images [B, C, H, W], got A^T y of shape {tuple(like.shape)}")
         B = like.shape[0]
         if self.alpha == "auto" and self.alphas is None:
-            from .tv_alpha import choose_alpha
-
-            chosen, validated = choose_alpha(state.physics, state.y, nonneg=self.positivity(state),
-                                             return_estimate=True, sigma=state.meta.get("noise_sigma"),
-                                             opnorm_sq=state.opnorm_sq())
-            self.alphas = chosen
-            if B == 1:
-                self.alpha = float(chosen[0])
-            if self.x0 is None:  # continue from the validated image (see choose_alpha)
-                self.x0 = validated
+            self.resolve_alpha(state, B)
         self._a = _as_batch(self.alpha if self.alphas is None else self.alphas, B, like)
         if bool((self._a < 0).any()):
             raise DipkitError("alpha must be >= 0")
@@ -241,51 +242,3 @@ class TV(Baseline):
 
     def loss(self, state, x):
         return {"data": data_fidelity(state.physics, x, state.y), "tv": self._a * tv(x)}
-
-
-@torch.no_grad()
-def tv_reconstruct(
-    physics,
-    y: torch.Tensor,
-    alpha="auto",
-    *,
-    iterations: int = 500,
-    x0: torch.Tensor | None = None,
-    nonneg: bool = True,
-    observer: Callable[[int, torch.Tensor], None] | None = None,
-    observe_every: int = 10,
-    step_ratio: float = 1.0,
-    tol: float = 0.0,
-) -> torch.Tensor:
-    r"""TV-regularised reconstruction of ``y`` by :class:`TV` (PDHG), without a problem file.
-
-    :param physics: any deepinv ``LinearPhysics`` (``A``, ``A_adjoint``).
-    :param y: measurements ``[B, ...]``.
-    :param alpha: TV weight ``>= 0``, float or tensor of ``B`` values (see :class:`TV` for its scale),
-        or ``"auto"`` (:func:`~dipkit.baselines.tv_alpha.choose_alpha`).
-    :param iterations: number of PDHG iterations (all of them unless ``tol`` > 0).
-    :param x0: initial image; default: zeros shaped like ``A^T y``.
-    :param nonneg: constrain ``x >= 0``.
-    :param observer: ``observer(k, x)`` after iteration ``k`` (1-based) for every ``k`` multiple of
-        ``observe_every`` and for the last iteration. ``x`` is the current iterate (do not modify).
-    :param step_ratio: initial ``sigma / tau`` (adapted by residual balancing, :meth:`TV._balance`);
-        affects the speed only.
-    :param tol: stop once converged (:class:`TV`'s ``tol``; one host read every
-        :data:`CHECK_EVERY` steps); 0 (default): run all ``iterations``.
-    :return: the reconstruction, shaped like ``A^T y``.
-    """
-    if iterations < 0:
-        raise DipkitError(f"iterations must be >= 0, got {iterations}")
-    if observe_every < 1:
-        raise DipkitError(f"observe_every must be >= 1, got {observe_every}")
-    method = TV(nonneg=nonneg, tol=tol)
-    if not (isinstance(alpha, str) and alpha == "auto"):
-        method.alphas = _as_batch(alpha, y.shape[0], y.real if y.is_complex() else y)
-    method.x0, method.step_ratio = x0, float(step_ratio)
-    if iterations == 0:
-        from ..engine import State
-
-        state = State(physics=physics, y=y, max_steps=0, generator=torch.Generator(device=y.device))
-        method.setup(state)
-        return state.aux["x"]
-    return method.solve(physics, y, iterations=iterations, observer=observer, observe_every=observe_every)

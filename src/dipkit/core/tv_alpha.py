@@ -2,8 +2,10 @@ r"""TV's weight chosen without a ground truth: :func:`choose_alpha` (``tv`` with
 
 The criterion (held-out misfit, or SURE for denoising with a known noise level), the warm-started
 path over the weights, its polish and refinement are documented in :func:`choose_alpha`; the
-solver is :class:`dipkit.baselines.tv.TV` (PDHG). Kept apart from the solver so that the solver's
-module stays about solving.
+solver is :class:`dipkit.core.tv.TVSolver` (PDHG). Kept apart from the solver so that the solver's
+module stays about solving. It lives in :mod:`dipkit.core`, under both users: the ``tv`` baseline
+(:class:`dipkit.baselines.tv.TV`) and ``dip-tv`` (:mod:`dipkit.methods.tv`);
+:mod:`dipkit.baselines.tv_alpha` re-exports it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 from ..engine.callbacks import Callback
 from ..errors import DipkitError
 from ..physics.linalg import bview
-from .tv import CHECK_EVERY, TV
+from .tv import CHECK_EVERY, TVSolver
 
 __all__ = ["choose_alpha", "AUTO_ALPHAS"]
 
@@ -73,7 +75,7 @@ class _Path:
                  adaptive: bool = True):
         from ..engine import State
 
-        self.method = TV(nonneg=nonneg, tol=0.0)
+        self.method = TVSolver(nonneg=nonneg, tol=0.0)
         self.method.adaptive = adaptive
         self.state = State(physics=physics, y=y, max_steps=0, generator=torch.Generator(device=y.device),
                            report_every=1 << 30)  # the loss terms are not needed along the path
@@ -247,7 +249,7 @@ def choose_alpha(physics, y: torch.Tensor, *, nonneg: bool = True, alphas=AUTO_A
     moves unobserved pixels only slowly), the warm-started solutions carry what larger weights
     filled in, so a solve of the chosen weight from zeros would not be the image that was validated
     (a small α once chose 1e-4 on 50 % inpainting and the cold re-solve left the holes empty: 9 dB
-    instead of 24); :class:`TV` therefore starts its final solve from this estimate.
+    instead of 24); :class:`dipkit.baselines.tv.TV` therefore starts its final solve from this estimate.
     ``opnorm_sq``: :math:`\|A\|^2` per sample when the caller has it (else estimated here); the fit
     views' norms are at most that, so every solve of the search uses its step sizes. ``trace``: a
     list that gets one ``(alpha, V [B], steps)`` row per solve, in order.
