@@ -31,7 +31,6 @@ Override keys (``--set key=value``, values parsed as YAML scalars):
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from typing import Any
 import yaml
 
 from .errors import DipkitError
+from .io.guard import read_yaml, yaml_loads
 
 __all__ = ["RunConfig", "NetConfig", "InputConfig", "EarlyStopConfig", "ValidationConfig", "CheckpointConfig",
            "HealingConfig", "DataConfig", "ScheduleConfig", "AutoConfig", "parse_overrides",
@@ -47,35 +47,10 @@ __all__ = ["RunConfig", "NetConfig", "InputConfig", "EarlyStopConfig", "Validati
 
 
 # ---------------------------------------------------------------------- YAML
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads ``1e-4`` (no dot) as a float, as YAML 1.2 does (1.1 reads a string)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                |\.[0-9_]+(?:[eE][-+][0-9]+)?
-                |[-+]?\.(?:inf|Inf|INF)
-                |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."),
-)
-
-
-def yaml_loads(text: str) -> Any:
-    """Parse YAML text with dipkit's loader (safe; ``1e-4`` is a float)."""
-    return yaml.load(text, Loader=_Loader)
-
-
 def load_yaml(path: str | Path, *, what: str = "config") -> Any:
-    """Read a YAML file with :func:`yaml_loads`; a missing or unreadable file is a one-line error."""
-    path = Path(path)
-    if not path.is_file():
-        raise DipkitError(f"{what} not found: {path}")
-    try:
-        return yaml_loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise DipkitError(f"cannot read {what} {path}: {' '.join(str(exc).split())}") from None
+    """Read a YAML file with :func:`yaml_loads` (:func:`dipkit.io.guard.read_yaml`: a missing,
+    unreadable or malformed file is a one-line :class:`DipkitError` naming it)."""
+    return read_yaml(path, what)
 
 
 @dataclass
@@ -199,9 +174,14 @@ class RunConfig:
         if not isinstance(data, dict):
             raise DipkitError(f"{source}: expected a mapping at the top level")
         for key, value in data.items():
+            if not isinstance(key, str):
+                raise DipkitError(f"{source}: setting names are strings, got {key!r}")
             if key in ("net", "input", "early_stop", "validation", *_EXTRA_SECTIONS) and isinstance(value, dict):
                 for k, v in value.items():
                     self.set(f"{key}.{k}", v, source=source)
+            elif key in ("net", "input", "validation", *_EXTRA_SECTIONS):
+                if value is not None:
+                    raise DipkitError(f"{source}: {key!r} must be a mapping of {key}.* settings, got {value!r}")
             elif key == "params":
                 if value is None:
                     continue
@@ -211,7 +191,24 @@ class RunConfig:
             else:
                 self.set(key, value, source=source)
 
+    def update_from_file(self, path: str | Path) -> None:
+        """Apply a run configuration YAML (:func:`load_config`, e.g. a run's ``config.yaml``). Its
+        problems name the file: unreadable, not a mapping, an unknown key or a bad value now, and, in
+        :meth:`validate`, a setting of the file that does not check (e.g. an unknown method parameter)."""
+        source = f"config {path}"
+        data = load_config(path)
+        self.update(data, source=source)
+        self.__dict__.setdefault("_files", []).append((source, data))  # not a field: not in to_dict()
+
     def set(self, key: str, value: Any, *, source: str = "--set") -> None:
+        try:
+            self._set(key, value, source)
+        except DipkitError as exc:
+            if source == "--set" or str(exc).startswith(f"{source}:"):
+                raise
+            raise DipkitError(f"{source}: {exc}") from None
+
+    def _set(self, key: str, value: Any, source: str) -> None:
         if isinstance(value, str):
             value = _parse_scalar(value)  # YAML files write 1e-4 as a string
         section, _, sub = key.partition(".")
@@ -266,8 +263,32 @@ class RunConfig:
         ``log_every``, ``device``, ``precision``, ``fov_mask``, the network preset and its option
         names, the input kind, channels and noise levels, and the early-stopping rule (``none``
         included) with its options, ``data.subset`` (in (0, 1]; < 1 only for methods whose gradient steps fit the data term). Any
-        problem raises :class:`DipkitError` with one line.
+        problem raises :class:`DipkitError` with one line; one that a configuration file read by
+        :meth:`update_from_file` causes names the file.
         """
+        try:
+            return self._validate()
+        except DipkitError as exc:
+            raise self._blame(exc) from None
+
+    def _blame(self, exc: DipkitError) -> DipkitError:
+        """``exc`` prefixed with the configuration file that causes it: the file's settings alone (with
+        this run's method) fail the same way."""
+        for source, data in getattr(self, "_files", ()):
+            if str(exc).startswith(f"{source}:"):
+                return exc
+            probe = RunConfig()
+            try:
+                probe.update(data, source=source)
+                if "method" not in data:
+                    probe.method = self.method
+                probe._validate()
+            except DipkitError as again:
+                if str(again) == str(exc):
+                    return DipkitError(f"{source}: {exc}")
+        return exc
+
+    def _validate(self):
         from .inputs import INPUTS
         from .methods import make_method
         from .nets import check_options

@@ -22,13 +22,14 @@ A†y was no better than noise (±0.8 dB either way).
 
 *Input perturbation* (Ulyanov et al.'s ``reg_noise_std``) adds fresh noise
 :math:`\sigma_p\,\varepsilon_k` to ``z`` at every step; it is applied by the method's
-``forward`` using the run's generator(s), see :func:`perturb`.
+``forward`` using the run's generator(s), see :func:`perturb` (defined in :mod:`dipkit.core.method`).
 """
 
 from __future__ import annotations
 
 import torch
 
+from .core.method import perturb  # defined with the method interface (dipkit.core.method); re-exported
 from .errors import DipkitError
 from .registry import Registry
 
@@ -93,10 +94,3 @@ def make_input(kind: str, problem, *, generator: torch.Generator, channels: int 
         raise DipkitError(f"input.channels must be positive, got {channels}")
     return build(problem, channels=channels, std=std, generator=generator)
 
-
-def perturb(z: torch.Tensor, sigma_p: float, randn) -> torch.Tensor:
-    r"""``z + σ_p ε`` with fresh ``ε ~ N(0, I)`` from ``randn(shape, dtype)`` (e.g.
-    :meth:`dipkit.engine.State.randn`); the identity if σ_p = 0."""
-    if sigma_p == 0:
-        return z
-    return z + sigma_p * randn(z.shape, z.dtype)

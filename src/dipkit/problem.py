@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ import torch
 
 from .errors import DipkitError
 from .io import atomic_write
+from .io.guard import check_file, describe, guarded, open_npz
 from .physics import build_physics
 
 __all__ = ["Problem", "FORMAT", "VERSION", "EXTERNAL", "operator_device", "same_device", "file_sha256"]
@@ -215,38 +215,40 @@ class Problem:
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None, *, physics=None) -> "Problem":
-        """Read a problem file written by :meth:`save`; any defect raises :class:`DipkitError`.
+        """Read a problem file written by :meth:`save`; any defect raises :class:`DipkitError` with one
+        line naming the file (read through :mod:`dipkit.io.guard`, ``allow_pickle=False``: not an
+        ``.npz`` archive, truncated, object arrays, a bad header, an operator spec that does not
+        build, or a measurement that does not fit its operator's shape).
 
         ``device``: where to put it (default: the CPU; for an outside operator, the operator's device).
         ``physics``: the operator of a problem saved with an outside operator (it is not in the
         file); not allowed for a problem whose file describes its operator."""
-        path = Path(path)
-        if not path.exists():
-            raise DipkitError(f"problem file not found: {path}")
-        if not path.is_file():
-            raise DipkitError(f"problem file is not a file: {path}")
-        if path.stat().st_size == 0:
-            raise DipkitError(f"problem file is empty: {path}")
+        what = "problem file"
+        path = check_file(path, what)
+        with open_npz(path, what, hint=_NOT_A_PROBLEM) as z:
+            if "header" not in z or "y" not in z:
+                raise DipkitError(f"not a dipkit problem file: {path} (an .npz archive without 'header' and 'y'; "
+                                  f"it holds {', '.join(map(repr, z.files[:8])) or 'nothing'}); {_NOT_A_PROBLEM}")
+            raw = z.get("header")
+            y = z.get("y")
+            x_true = z.get("x_true") if "x_true" in z else None
+        if raw.dtype.kind != "U" or raw.ndim != 0:
+            raise DipkitError(f"not a dipkit problem file: {path} (its 'header' is not a JSON text)")
         try:
-            with np.load(path, allow_pickle=False) as data:
-                if not isinstance(data, np.lib.npyio.NpzFile):
-                    raise ValueError("not an .npz archive")
-                files = set(data.files)
-                if "header" not in files or "y" not in files:
-                    raise ValueError("missing 'header' or 'y'")
-                header = json.loads(str(data["header"][()]))
-                y = np.array(data["y"])
-                x_true = np.array(data["x_true"]) if "x_true" in files else None
-        except DipkitError:
-            raise
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, EOFError) as exc:
-            raise DipkitError(f"not a dipkit problem file (or corrupt): {path} ({exc})") from None
+            header = json.loads(str(raw[()]))
+        except (ValueError, RecursionError) as exc:
+            raise DipkitError(f"not a dipkit problem file (or corrupt): {path} (its header is {describe(exc)})") from None
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise DipkitError(f"not a dipkit problem file: {path} (format {header.get('format')!r})"
                               if isinstance(header, dict) else f"not a dipkit problem file: {path}")
-        if int(header.get("version", -1)) > VERSION:
+        version = header.get("version", -1)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise DipkitError(f"problem file {path}: bad version {version!r} in its header")
+        if version > VERSION:
             raise DipkitError(f"problem file {path} has version {header['version']}; "
                               f"this dipkit reads up to {VERSION}")
+        if not isinstance(header.get("meta") or {}, dict):
+            raise DipkitError(f"problem file {path}: its header's 'meta' is not a mapping")
         for name, arr in (("y", y), ("x_true", x_true)):
             if arr is None:
                 continue
@@ -256,8 +258,14 @@ class Problem:
                 raise DipkitError(f"problem file {path}: '{name}' is empty")
             if not np.all(np.isfinite(arr)):
                 raise DipkitError(f"problem file {path}: '{name}' contains NaN or Inf")
+        if y.ndim < 2:
+            raise DipkitError(f"problem file {path}: 'y' has shape {list(y.shape)}, expected a leading batch "
+                              "dimension [1, ...]")
+        if x_true is not None and x_true.ndim != 4:
+            raise DipkitError(f"problem file {path}: 'x_true' has shape {list(x_true.shape)}, expected [1, C, H, W]")
         spec = header.get("operator")
-        sha = file_sha256(path)
+        with guarded(path, what):
+            sha = file_sha256(path)
         if spec is None and header.get("external_operator"):
             name = header["external_operator"]
             if physics is None:
@@ -281,8 +289,8 @@ class Problem:
                               "physics= is only for problems saved with an outside operator")
         device = torch.device("cpu" if device is None else device)
         yt = torch.from_numpy(y).to(device)
-        physics = build_physics(spec, device=device, dtype=yt.dtype if yt.is_floating_point() else torch.float32)
-        return cls(
+        physics = _rebuild(path, spec, device, yt.dtype if yt.is_floating_point() else torch.float32)
+        prob = cls(
             physics=physics,
             y=yt,
             spec=spec,
@@ -291,3 +299,41 @@ class Problem:
             file=str(path.resolve()),
             file_sha256=sha,
         )
+        _check_shapes(prob, path)
+        return prob
+
+
+#: appended to "not a problem file" messages
+_NOT_A_PROBLEM = "problem files are written by 'dipkit simulate' and 'dipkit import'"
+
+
+def _rebuild(path: Path, spec: dict, device, dtype):
+    """The operator of a problem file's spec; a spec that does not build names the file."""
+    try:
+        return build_physics(spec, device=device, dtype=dtype)
+    except DipkitError as exc:
+        raise DipkitError(f"problem file {path}: its operator does not build: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged spec can fail anywhere in a builder
+        raise DipkitError(f"problem file {path}: its operator ({spec.get('kind')!r}) does not build: "
+                          f"{describe(exc)}") from None
+
+
+def _check_shapes(prob: "Problem", path: Path) -> None:
+    """The file's measurement fits its operator: ``A`` of an image of the problem's shape has the shape
+    of ``y`` (one operator application on zeros)."""
+    try:
+        shape = prob.img_shape
+    except DipkitError:
+        raise DipkitError(f"problem file {path} has neither a ground truth nor meta.img_shape") from None
+    if len(shape) != 3 or not all(int(s) > 0 for s in shape):
+        raise DipkitError(f"problem file {path}: bad image shape {list(shape)}")
+    dtype = prob.y.dtype if prob.y.is_floating_point() else torch.float32
+    try:
+        with torch.no_grad():
+            ay = prob.physics.A(torch.zeros((1, *shape), dtype=dtype, device=prob.y.device))
+    except Exception as exc:  # noqa: BLE001
+        raise DipkitError(f"problem file {path}: its operator does not take images of shape {list(shape)} "
+                          f"({describe(exc)})") from None
+    if tuple(ay.shape[1:]) != tuple(prob.y.shape[1:]):
+        raise DipkitError(f"problem file {path}: 'y' has shape {list(prob.y.shape)} but its operator measures "
+                          f"{list(ay.shape)}")

@@ -52,6 +52,7 @@ import torch
 
 from .errors import DipkitError
 from .io import atomic_write, save_figure, save_json, save_npy, save_png, save_text, save_yaml
+from .io.guard import read_json, read_npz, read_yaml
 from .metrics import magnitude
 
 __all__ = ["RunResult", "RECONSTRUCTION", "RECONSTRUCTION_PNG", "ESTIMATES", "CONFIG", "HISTORY", "PSNR_CURVE",
@@ -283,19 +284,17 @@ def clear_status(run_dir: str | Path) -> None:
 def read_metrics(run_dir: str | Path) -> dict | None:
     """``metrics.json`` of a complete run, or None (missing or unreadable)."""
     try:
-        data = json.loads((Path(run_dir) / METRICS).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_json(Path(run_dir) / METRICS, "run metrics")
+    except DipkitError:
         return None
     return data if isinstance(data, dict) else None
 
 
 def read_config(run_dir: str | Path) -> dict | None:
     """``config.yaml`` as a dict, or None."""
-    import yaml
-
     try:
-        data = yaml.safe_load((Path(run_dir) / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        data = read_yaml(Path(run_dir) / CONFIG, "run config")
+    except DipkitError:
         return None
     return data if isinstance(data, dict) else None
 
@@ -305,7 +304,7 @@ def read_history(run_dir: str | Path) -> dict[str, np.ndarray] | None:
     try:
         with open(Path(run_dir) / HISTORY, newline="", encoding="utf-8") as fh:
             rows = list(csv.reader(fh))
-    except OSError:
+    except (OSError, ValueError, csv.Error):
         return None
     if len(rows) < 2:
         return None
@@ -319,9 +318,8 @@ def read_history(run_dir: str | Path) -> dict[str, np.ndarray] | None:
 def read_estimates(run_dir: str | Path) -> dict[str, np.ndarray]:
     """The arrays of ``estimates.npz`` (``final``, ``early_stop``, ``peak`` when present); {} if unreadable."""
     try:
-        with np.load(Path(run_dir) / ESTIMATES, allow_pickle=False) as z:
-            return {k: np.array(z[k]) for k in z.files}
-    except (OSError, ValueError):
+        return read_npz(Path(run_dir) / ESTIMATES, "estimates")
+    except DipkitError:
         return {}
 
 
@@ -329,7 +327,7 @@ def read_error(run_dir: str | Path) -> str | None:
     """The last non-empty line of ``error.txt``, or None when there is none."""
     try:
         lines = [ln.strip() for ln in (Path(run_dir) / ERROR).read_text(encoding="utf-8").splitlines()]
-    except OSError:
+    except (OSError, ValueError):
         return None
     lines = [ln for ln in lines if ln]
     return lines[-1] if lines else "failed"

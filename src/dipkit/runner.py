@@ -360,7 +360,7 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
     if ckpt is not None and ckpt.get("config"):
         # the resolved configuration as the run used it (e.g. TV's chosen alpha); checkpoint settings as asked now
         asked = cfg.checkpoint
-        cfg = RunConfig.from_dict(ckpt["config"])
+        cfg = RunConfig.from_dict(ckpt["config"], source=f"checkpoint {out / CHECKPOINT}")
         cfg.checkpoint = copy.deepcopy(asked)
         method = cfg.validate()
     device = resolve_device(cfg.device)

@@ -2,6 +2,6 @@
 reconstruction: no network, the same Problem in and the same run directory out as the DIP
 methods, through the same engine (:class:`Baseline`)."""
 
-from .base import Baseline
+from ..core.baseline import Baseline
 
 __all__ = ["Baseline"]

@@ -2,7 +2,8 @@ r"""``naive``: each task's standard direct reconstruction (no iterations, no net
 
 For an outside operator (one dipkit did not build: no operator kind, e.g. through
 :func:`dipkit.solve`), the direct reconstruction is the least-squares solution
-:math:`A^\dagger y` by :func:`least_squares`.
+:math:`A^\dagger y` by :func:`least_squares` (:mod:`dipkit.core.direct`, re-exported here, as
+is :data:`LSQ_ITERATIONS`).
 """
 
 from __future__ import annotations
@@ -10,31 +11,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..core.baseline import Baseline
+from ..core.direct import LSQ_ITERATIONS, fbp, least_squares
 from ..errors import DipkitError
 from ..methods.registry import register
 from ..metrics import magnitude
-from .base import Baseline
 
 __all__ = ["Naive", "naive_reconstruction", "bicubic_upsample", "sample_offset", "least_squares",
            "LSQ_ITERATIONS"]
-
-#: conjugate-gradient iterations of :func:`least_squares`
-LSQ_ITERATIONS = 50
-
-
-@torch.no_grad()
-def least_squares(physics, y: torch.Tensor, iterations: int = LSQ_ITERATIONS) -> torch.Tensor:
-    r""":math:`A^\dagger y` for any linear operator: ``iterations`` conjugate-gradient steps on the
-    normal equations :math:`A^\top A x = A^\top y` from :math:`x = 0`
-    (:func:`dipkit.physics.linalg.conjugate_gradient`; a fixed count, no host synchronisation). From
-    zero, CG stays in the range of :math:`A^\top`, so it tends to the minimum-norm least-squares
-    solution; stopping after a fixed number of steps also regularises an ill-posed problem (early
-    stopping of CGLS). Used by ``naive`` and ``fbp`` for outside operators."""
-    from ..physics.linalg import conjugate_gradient
-
-    aty = physics.A_adjoint(y)
-    return conjugate_gradient(lambda v: physics.A_adjoint(physics.A(v)), aty, torch.zeros_like(aty), iterations)
-
 
 def _magnitude_as_complex(x: torch.Tensor) -> torch.Tensor:
     """``[B, 2, H, W]`` (real, imag) → ``[|x|, 0]``: the magnitude in the real channel."""
@@ -82,8 +66,6 @@ def _naive(kind, physics, y, img_shape) -> torch.Tensor:
     if kind is None:  # an outside operator
         x = least_squares(physics, y)
     elif kind == "ct":
-        from .fbp import fbp
-
         x = fbp(physics, y)
     elif kind in ("mri", "mri-multicoil"):
         x = _magnitude_as_complex(physics.A_adjoint(y))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from ..methods.base import count, nonneg, positive
+from ..core.method import count, nonneg, positive
 from ..methods.registry import register
 from ..physics.linalg import bview, conjugate_gradient
 from ..priors.denoisers import DenoiserPrior
-from .base import Baseline
+from ..core.baseline import Baseline
 
 __all__ = ["PnPADMM"]
 

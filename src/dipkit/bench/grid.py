@@ -23,6 +23,7 @@ import torch
 from ..baselines.naive import naive_reconstruction
 from ..errors import DipkitError
 from ..io import save_json, save_npy
+from ..io.guard import read_json, read_npy
 from ..rundir import is_complete
 from .config import BenchConfig, CaseSpec, Instance, MethodSpec
 
@@ -61,8 +62,8 @@ def instance_dir(out: Path, case: CaseSpec, inst: Instance) -> Path:
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json(path, "case description")
+    except DipkitError:
         return None
 
 
@@ -165,6 +166,6 @@ def group_runs(specs: list[RunSpec]) -> list[list[RunSpec]]:
 def load_naive(problem_path: str | Path) -> np.ndarray | None:
     p = Path(problem_path).with_name("naive.npy")
     try:
-        return np.load(p, allow_pickle=False)
-    except (OSError, ValueError):
+        return read_npy(p, "naive reconstruction")
+    except DipkitError:
         return None

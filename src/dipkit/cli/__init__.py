@@ -3,7 +3,13 @@
 Each verb is a :class:`~dipkit.cli.common.Verb` (help line, description, ``add_arguments(parser)``,
 ``run(args) -> int``) defined in a module of this package; :data:`VERBS` says where. The modules
 import the library (torch, deepinv) only inside ``run``. Bad input never shows a traceback: it
-prints one line ``dipkit: error: …`` on stderr and exits with code 2.
+prints one line ``dipkit: error: …`` on stderr and exits with code 2 (input files are read through
+:mod:`dipkit.io.guard`, which turns every defect of a file into such a line naming the file).
+
+Exit codes: 0 success; 1 ``dipkit bench`` ran but some runs failed (an unexpected exception, i.e. a
+bug, also exits 1, with Python's traceback); 2 bad input: a usage error, a bad setting, an unreadable
+or wrong input file (:class:`~dipkit.errors.DipkitError`, or an ``OSError`` such as an unwritable
+output); 130 interrupted.
 """
 
 from __future__ import annotations

@@ -81,11 +81,11 @@ def add_arguments(r) -> None:
 
 def build_config(args):
     """The :class:`~dipkit.config.RunConfig` of ``args`` (``--config``, then flags, then ``--set``)."""
-    from ..config import RunConfig, load_config, parse_overrides
+    from ..config import RunConfig, parse_overrides
 
     cfg = RunConfig()
     if args.config:
-        cfg.update(load_config(args.config), source=str(args.config))
+        cfg.update_from_file(args.config)
     for key in ("method", "iterations", "max_iterations", "time_limit", "seed", "device", "ensemble"):
         v = getattr(args, key)
         if v is not None:
@@ -164,7 +164,7 @@ def _resume(args) -> int:
     problem = Problem.load(path)
     if info.get("sha256") and problem.file_sha256 != info["sha256"]:
         raise DipkitError(f"problem file {path} has changed since the run started (SHA-256 differs)")
-    cfg = RunConfig.from_dict(ckpt["request"])
+    cfg = RunConfig.from_dict(ckpt["request"], source=f"checkpoint {run_dir / CHECKPOINT}")
     _checkpoint_flags(cfg, args)
     res = reconstruct(problem, cfg, run_dir, quiet=args.quiet, resume=True, dicom=args.dicom)
     print(summary(res))

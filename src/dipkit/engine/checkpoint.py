@@ -60,16 +60,20 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
 def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint with ``torch.load(weights_only=True)`` onto the CPU; a missing or
     unreadable file is a one-line :class:`DipkitError`."""
+    from ..io.guard import read_torch
+
     path = Path(path)
     if not path.is_file():
         raise DipkitError(f"no checkpoint at {path}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors of a damaged file
-        text = " ".join(str(exc).split())[:200]
-        raise DipkitError(f"cannot read checkpoint {path} ({type(exc).__name__}: {text})") from None
+    data = read_torch(path, "checkpoint")
     if not isinstance(data, dict) or data.get("format") != "dipkit-checkpoint":
         raise DipkitError(f"not a dipkit checkpoint: {path}")
+    version = data.get("version", 0)
+    bad = [k for k in ("request", "problem") if not isinstance(data.get(k), dict)]
+    if isinstance(version, bool) or not isinstance(version, int):
+        bad.insert(0, "version")
+    if bad:
+        raise DipkitError(f"checkpoint {path} is damaged: {', '.join(bad)} missing or of the wrong type")
     return data
 
 

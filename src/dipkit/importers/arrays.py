@@ -33,6 +33,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import DipkitError
+from ..io.guard import check_file, guarded, open_npz, read_npy
 
 __all__ = ["ArraySource", "parse_source", "read_array", "read_slice", "pick_slice", "check_finite"]
 
@@ -143,11 +144,10 @@ def _load(src: ArraySource, defaults, lazy=None) -> np.ndarray:
     path = src.path
     kind = _kind(path)
     if kind == "npy":
-        return np.load(path, allow_pickle=False)
+        return read_npy(path, f"{src.what} file")
     if kind == "npz":
-        with np.load(path, allow_pickle=False) as z:
-            name = _choose(list(z.files), src, defaults, "NPZ")
-            return np.array(z[name])
+        with open_npz(path, f"{src.what} file") as z:
+            return z.get(_choose(list(z.files), src, defaults, "NPZ"))
     if kind in ("hdf5", "mat73"):
         return _hdf5(path, src, defaults, matlab=kind == "mat73", lazy=lazy)
     if kind == "mat5":
@@ -170,24 +170,16 @@ def read_array(src: ArraySource, *, defaults: Iterable[str] = (), complex_ok: bo
                _lazy=None) -> np.ndarray:
     """The array of ``src`` (see the module docstring), as float64 or complex128; raises
     :class:`DipkitError` for anything unreadable, non-numeric, empty, or NaN/Inf."""
-    path = src.path
-    if not path.exists():
-        raise DipkitError(f"{src.what} file not found: {path}")
-    if not path.is_file():
-        raise DipkitError(f"{src.what} file is not a file: {path}")
-    if path.stat().st_size == 0:
-        raise DipkitError(f"{src.what} file is empty: {path}")
-    if src.key is not None and _kind(path) in ("npy", "tiff", "text"):
-        raise DipkitError(f"{path} holds a single array: it takes no key ({src.key!r})")
-    try:
-        arr = _load(src, tuple(defaults), _lazy)
-    except DipkitError:
-        raise
-    except ImportError as exc:
-        raise DipkitError(f"cannot read {path}: {exc} (install the missing package)") from None
-    except Exception as exc:  # corrupt or truncated files, odd dtypes: one line, no traceback
-        msg = " ".join(str(exc).split())[:200]
-        raise DipkitError(f"cannot read the {src.what} file {path}: {type(exc).__name__}: {msg}") from None
+    what = f"{src.what} file"
+    path = check_file(src.path, what)
+    with guarded(path, what):  # corrupt or truncated files, odd dtypes: one line, no traceback
+        if src.key is not None and _kind(path) in ("npy", "tiff", "text"):
+            raise DipkitError(f"{path} holds a single array: it takes no key ({src.key!r})")
+        try:
+            arr = _load(src, tuple(defaults), _lazy)
+        except ImportError as exc:
+            raise DipkitError(f"cannot read {path}: {exc} (install the missing package)") from None
+        arr = np.asarray(arr)
     if arr.dtype == np.bool_:
         arr = arr.astype(np.float64)
     if not (np.issubdtype(arr.dtype, np.number)):

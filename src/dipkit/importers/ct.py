@@ -124,20 +124,14 @@ def read_geometry(path: str | None) -> dict:
     """The geometry YAML as a dict (unknown keys are errors); ``{}`` without a file."""
     if path is None:
         return {}
-    import yaml
+    from ..io.guard import read_yaml
 
     p = Path(path)
-    if not p.is_file():
-        raise DipkitError(f"geometry file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        first = " ".join(str(exc).split())[:200]
-        raise DipkitError(f"cannot read the geometry file {p}: {first}") from None
+    data = read_yaml(p, "geometry file")
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise DipkitError(f"the geometry file {p} must be a mapping of keys to values")
-    unknown = sorted(set(data) - set(GEOMETRY_KEYS))
+    unknown = sorted(map(str, set(data) - set(GEOMETRY_KEYS)))
     if unknown:
         raise DipkitError(f"unknown keys in the geometry file {p}: {', '.join(map(str, unknown))} "
                           f"(known: {', '.join(GEOMETRY_KEYS)})")

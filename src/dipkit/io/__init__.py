@@ -13,10 +13,14 @@ lives in, and is documented by, these modules:
   :func:`list_samples`, :func:`load_sample`, :func:`sample_path`) and
   :func:`load_image_source` (a file or a sample, optionally resized).
 * :mod:`dipkit.io.write`: :func:`atomic_write` and the ``save_*`` helpers built on it.
+* :mod:`dipkit.io.guard`: the guarded readers every input file goes through (problem files,
+  YAML configurations, weights and checkpoints, ``.npy``/``.npz`` arrays): any defect of a file
+  becomes a one-line :class:`~dipkit.errors.DipkitError` naming it (imported as
+  ``dipkit.io.guard``, not re-exported here).
 * :mod:`dipkit.io._common`: private helpers shared by the readers.
 
-Imports go one way only: ``_common`` <- ``dicom`` <- ``images`` <- ``samples``;
-``write`` stands alone.
+Imports go one way only: ``_common`` <- ``dicom`` <- ``images`` <- ``samples``; ``guard`` <-
+``images``; ``write`` and ``guard`` import no other part of :mod:`dipkit.io`.
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ import numpy as np
 from ..errors import DipkitError
 from ._common import _first_line, _int_scale, _to_chw
 from .dicom import _read_dicom
+from .guard import guarded
 
 __all__ = ["read_image", "read_image_with_info", "resize_image"]
 
@@ -251,16 +252,10 @@ def read_image_with_info(
         raise DipkitError(f"{p}: is a directory, not an image file")
     if not os.access(p, os.R_OK):
         raise DipkitError(f"{p}: permission denied")
-    try:
+    with guarded(p, "image"):  # every reader failure becomes one line (dipkit.io.guard)
         if p.stat().st_size == 0:
             raise DipkitError(f"{p}: the file is empty")
         img, info = _dispatch(p, window)
-    except DipkitError:
-        raise
-    except MemoryError:
-        raise DipkitError(f"{p}: the image is too large to load into memory") from None
-    except Exception as exc:  # noqa: BLE001 - every reader failure becomes one line
-        raise DipkitError(f"{p}: {_first_line(exc, 600)}") from None
     if img.ndim != 3 or img.shape[0] not in (1, 3):
         raise DipkitError(f"{p}: unsupported image shape {list(img.shape)}")
     if img.shape[1] == 0 or img.shape[2] == 0:

@@ -46,8 +46,7 @@ from torch.func import functional_call, jvp, vjp
 
 from ..analysis.jacobian import quiet_forward_ad
 from ..errors import DipkitError
-from ..inputs import perturb
-from .base import Method, count, positive
+from .base import Method, count, perturb, positive
 from .registry import register
 
 __all__ = ["LinearisedDIP"]

@@ -47,8 +47,7 @@ import torch
 from torch.func import functional_call
 
 from ..errors import DipkitError
-from ..inputs import perturb
-from .base import Method, count, positive
+from .base import Method, count, perturb, positive
 from .registry import register
 
 __all__ = ["SubspaceDIP"]

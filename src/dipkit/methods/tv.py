@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from ..core.tv_alpha import choose_alpha
 from ..priors.tv import tv
 from .base import Method, data_term
 from .registry import register
@@ -47,7 +48,7 @@ class DIPTV(Method):
     :param lr: Adam learning rate; default: the network preset's (CT paper code: 1e-4 for its U-Net).
     :param alpha: TV weight α on dipkit's un-normalised operator scale (see the module docs), or
         ``"auto"`` (default): :data:`AUTO_FRACTION` (¼) of the weight the classical TV baseline
-        chooses without a ground truth on the same data (:func:`dipkit.baselines.tv_alpha.choose_alpha`,
+        chooses without a ground truth on the same data (:func:`dipkit.core.tv_alpha.choose_alpha`,
         held-out misfit), per sample, at the start of the run. The code's ``tv_strength = 1e-5``
         belongs to the walnut's normalised operator. A fixed default cannot serve every operator:
         0.1 (the previous default, PSNR-best on 64² CT with 30 views at about 0.05–0.2) over-smooths
@@ -92,8 +93,6 @@ class DIPTV(Method):
         if "dip-tv/alpha" in state.aux:  # resumed (or set up twice): the weight chosen at the start
             a = state.aux["dip-tv/alpha"]
         else:
-            from ..baselines.tv_alpha import choose_alpha
-
             nonneg = not str(state.meta.get("task", "")).startswith("mri")
             a = self.alpha_fraction * choose_alpha(state.physics, state.y, nonneg=nonneg,
                                                    sigma=state.meta.get("noise_sigma"),

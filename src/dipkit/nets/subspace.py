@@ -64,18 +64,20 @@ def save_trajectory(path: str | Path, *, names, shapes, steps, theta: torch.Tens
 
 def read_trajectory(path: str | Path) -> dict:
     """A trajectory written by :func:`save_trajectory` (``torch.load(weights_only=True)``)."""
+    from ..io.guard import guarded, read_torch
+
     path = Path(path)
     if not path.is_file():
         raise DipkitError(f"pre-training trajectory not found: {path} (written by 'dipkit pretrain' beside the weights)")
-    try:
-        doc = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DipkitError(f"cannot read trajectory {path}: {' '.join(str(exc).split())[:200]}") from None
+    doc = read_torch(path, "trajectory")
     if not isinstance(doc, dict) or doc.get("format") != TRAJECTORY_FORMAT:
         raise DipkitError(f"{path} is not a dipkit pre-training trajectory")
     theta = doc.get("theta")
-    p = sum(math.prod(s) for s in doc["shapes"])
-    if not isinstance(theta, torch.Tensor) or theta.ndim != 2 or theta.shape[1] != p:
+    with guarded(path, "trajectory"):  # damaged names/shapes lists
+        names, shapes = list(doc["names"]), [list(map(int, s)) for s in doc["shapes"]]
+        p = sum(math.prod(s) for s in shapes)
+        ok = len(names) == len(shapes) and all(isinstance(n, str) for n in names)
+    if not ok or not isinstance(theta, torch.Tensor) or theta.ndim != 2 or theta.shape[1] != p:
         raise DipkitError(f"trajectory {path} is corrupt (theta does not match its parameter shapes)")
     return doc
 

@@ -31,18 +31,21 @@ def save_weights(path: str | Path, net: torch.nn.Module) -> Path:
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict in ``path`` (``torch.load(weights_only=True)``, on the CPU)."""
+    """The state dict in ``path`` (:func:`dipkit.io.guard.read_torch`: ``torch.load(weights_only=True)``,
+    on the CPU); a file that is not one is a one-line :class:`DipkitError` naming it."""
+    from ..io.guard import holds, read_torch
+
     path = Path(path)
-    if not path.is_file():
-        raise DipkitError(f"network weights not found: {path}")
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, foreign or pickled-code file
-        raise DipkitError(f"cannot read network weights {path}: {' '.join(str(exc).split())[:200]}") from None
+    sd = read_torch(path, "network weights")
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
-        raise DipkitError(f"{path} is not a network weights file (expected a state dict of tensors)")
+    if not isinstance(sd, dict) or not sd:
+        raise DipkitError(f"{path} is not a network weights file (expected a state dict of tensors, the file holds "
+                          f"{holds(sd)}; 'dipkit pretrain' writes them)")
+    bad = next(((k, v) for k, v in sd.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))), None)
+    if bad is not None:
+        raise DipkitError(f"{path} is not a network weights file (expected a state dict of tensors; its entry "
+                          f"{bad[0]!r} is {holds(bad[1])})")
     return sd
 
 

@@ -105,24 +105,27 @@ def load_small_dncnn(weights: str | os.PathLike | None = None) -> SmallDnCNN:
                               "reinstall dipkit or train them with 'dipkit train-denoiser'")
         with resources.as_file(res) as path:
             return load_small_dncnn(path)
+    from ..io.guard import guarded, holds, read_torch
+
     path = Path(weights)
     if not path.is_file():
         raise DipkitError(f"denoiser weights file {str(path)!r} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise DipkitError(f"cannot read denoiser weights {str(path)!r}: {str(exc).splitlines()[0]}") from None
+    state = read_torch(path, "denoiser weights")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DipkitError(f"{path} is not a denoiser weights file (expected a state dict of tensors, the file holds "
+                          f"{holds(state)})")
     arch = None
     meta = path.with_suffix(".json")
     if meta.is_file():
         try:
             arch = json.loads(meta.read_text(encoding="utf-8")).get("arch")
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             arch = None
-    if not arch:
-        convs = sorted(k for k in state if k.endswith(".weight"))
-        arch = {"depth": len(convs), "features": int(state["body.0.weight"].shape[0])}
-    net = SmallDnCNN(**{k: int(v) for k, v in arch.items() if k in ("depth", "features")})
+    with guarded(path, "denoiser weights"):  # a state dict of another network
+        if not isinstance(arch, dict) or not arch:
+            convs = sorted(k for k in state if k.endswith(".weight"))
+            arch = {"depth": len(convs), "features": int(state["body.0.weight"].shape[0])}
+        net = SmallDnCNN(**{k: int(v) for k, v in arch.items() if k in ("depth", "features")})
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
@@ -211,13 +214,13 @@ class DRUNetDenoiser(_ModuleDenoiser):
         path = Path(weights).expanduser()
         if not path.is_file():
             raise DipkitError(f"DRUNet weights file {str(path)!r} does not exist")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        from ..io.guard import guarded, read_torch
+
+        state = read_torch(path, "DRUNet weights")
+        with guarded(path, "DRUNet weights"):  # not a DRUNet state dict
             if isinstance(state, dict) and "state_dict" in state:
                 state = state["state_dict"]
             arch = _drunet_arch(state)
-        except Exception as exc:  # noqa: BLE001
-            raise DipkitError(f"cannot read DRUNet weights {str(path)!r}: {str(exc).splitlines()[0]}") from None
         from deepinv.models import DRUNet
 
         net = DRUNet(pretrained=None, **arch)

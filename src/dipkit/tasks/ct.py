@@ -14,7 +14,7 @@ import torch
 
 from ..errors import DipkitError
 from ..problem import Problem
-from . import add_gaussian_noise, register_task
+from .base import add_gaussian_noise, register_task
 
 __all__ = ["simulate_ct"]
 

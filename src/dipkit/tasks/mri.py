@@ -30,7 +30,7 @@ import torch
 
 from ..errors import DipkitError
 from ..problem import Problem
-from . import register_task
+from .base import register_task
 from .restoration import image_tensor, simulate_measurement
 
 __all__ = ["simulate_mri"]

@@ -37,7 +37,7 @@ import torch
 
 from ..errors import DipkitError
 from ..problem import Problem
-from . import add_gaussian_noise, register_task
+from .base import add_gaussian_noise, register_task
 
 __all__ = ["simulate_denoise", "simulate_inpaint", "simulate_deblur", "simulate_superres",
            "image_tensor", "simulate_measurement"]
