@@ -25,6 +25,7 @@ run's result, which holds the same data.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -75,16 +76,27 @@ def _yscale(ax, *series) -> None:
     vals = np.concatenate([s[np.isfinite(s)] for s in series if s is not None])
     if vals.size and (vals > 0).all():
         ax.set_yscale("log")
-        if vals.max() / vals.min() < 30:  # under ~1.5 decades: plain numbers on the minor ticks too
-            from matplotlib.ticker import FuncFormatter
-
-            plain = FuncFormatter(lambda v, _: f"{v:.3g}")
-            ax.yaxis.set_major_formatter(plain)
-            ax.yaxis.set_minor_formatter(plain)
-            ax.tick_params(axis="y", which="minor", labelsize=7)
+        span = vals.max() / vals.min()
+        _plain_log_ticks(ax.yaxis, minors="all" if span < 12 else "2-5" if span < 1e3 else "none")
     elif vals.size:
         ax.set_yscale("symlog", linthresh=max(float(np.abs(vals[vals != 0]).min()) if (vals != 0).any() else 1.0,
                                               1e-12))
+
+
+def _plain_log_ticks(axis, *, minors: str) -> None:
+    """Plain numbers (``300``, not ``3×10²``) on a log axis: the decades, and the minor ticks
+    (``minors``: ``all``, ``2-5`` — those at 2× and 5× a decade — or ``none``)."""
+    from matplotlib.ticker import FuncFormatter
+
+    def minor(v, _):
+        if v <= 0:
+            return ""
+        lead = round(v / 10 ** math.floor(math.log10(v) + 1e-9))
+        return f"{v:.3g}" if minors == "all" or (minors == "2-5" and lead in (2, 5)) else ""
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    axis.set_minor_formatter(FuncFormatter(minor))
+    axis.set_tick_params(which="minor", labelsize=7)
 
 
 def _marks(metrics: dict) -> list[tuple[float, dict, str]]:
@@ -180,6 +192,7 @@ def plot_progress(path: str | Path, history: dict, metrics: dict) -> bool:
         ax2.tick_params(axis="y", colors="tab:purple")
     if steps.min() > 0 and steps.max() / steps.min() >= 20:
         axes[-1].set_xscale("log")
+        _plain_log_ticks(axes[-1].xaxis, minors="2-5")
     axes[-1].set_xlabel("iteration")
     for i, ax in enumerate(axes):
         if handles[i]:
@@ -251,6 +264,8 @@ def plot_overview(path: str | Path, recon, *, direct=None, uncertainty=None, met
     p = metrics.get("psnr")
     if p is not None:
         title += f"\nPSNR {p:.2f} dB" + (f", SSIM {metrics['ssim']:.3f}" if metrics.get("ssim") is not None else "")
+    elif not same:
+        title += "\n(no ground truth: PSNR unknown)"
     panels.append(("grey", title, r))
     if uncertainty is not None:
         u = _std_map(uncertainty)
@@ -291,6 +306,12 @@ def plot_overview(path: str | Path, recon, *, direct=None, uncertainty=None, met
     head = f"{metrics.get('method', '?')} on {metrics.get('task', '?')}"
     if metrics.get("iterations"):
         head += f", {metrics['iterations']} iterations"
+    pick = metrics.get("early_stop") or {}
+    if pick.get("iteration") is not None:
+        head += f"; the reconstruction is the {pick.get('rule')} pick @ {pick['iteration']}"
+    refit = (metrics.get("validation") or {}).get("refit")
+    if refit:
+        head += f", refit on all data for {refit.get('iterations')} steps"
     if str(metrics.get("task", "")).startswith("mri"):
         head += " (magnitude images)"
     fig.suptitle(head, fontsize=9)
