@@ -244,7 +244,7 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
     from .metrics import fov_mask
     from .rundir import RunResult, prepare_run_dir, write_run_dir
     from .resolve import make_split, resolve_config, resolve_device
-    from .runner import _advance, _build_run, _finish
+    from .runner import _advance, _build_run, _finish, direct_reconstruction
     from .stopping import parse_rules
     from .stopping.limits import TimeLimit
     from .summary import metric_pair
@@ -334,12 +334,13 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
     alive = [c for c in cands if c.error is None and c.misfit() is not None]
     if not alive:
         raise DipkitError("auto: every candidate failed (" + "; ".join(f"{c.label}: {c.error}" for c in cands) + ")")
+    naive = None if out is None else direct_reconstruction(problem)  # one for every overview.png
     for c in cands:
         if c.error is None and c.method.uses_network:
             cdir = None if out is None else out / CANDIDATES_DIR / c.label
             c.result = _finish(c.run, method=c.method, problem=problem, cfg=c.cfg, resolved=c.resolved, split=split,
                                mask=mask, device=device, request=c.cfg.to_dict(), resumed_at=[], out=cdir,
-                               dicom=False, net=None, do_refit=None)
+                               dicom=False, net=None, do_refit=None, naive=naive)
         elif c.error is None:
             # a baseline was scored on the fit view like every candidate; what it returns is its solve on
             # all the data (seconds), as the baseline run by itself would — select, then refit
@@ -391,6 +392,7 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
     res.reconstruction = recon
     res.uncertainty = None
     res.members = None
+    res.direct = naive
     res.estimates = {**chosen.result.estimates, **({"combined": recon} if k > 1 else {})}
     res.history = chosen.result.history
     res.source = problem.meta.get("source")

@@ -180,7 +180,7 @@ def reconstruct_seeds(problem, cfg: RunConfig, seeds: list[int], outs: list | No
     from .rundir import prepare_run_dir
     from .engine.schedule import make_schedule
     from .resolve import make_split, resolve_config, resolve_device, step_budget
-    from .runner import _finish, _fit_view, _Run, build_state
+    from .runner import _finish, _fit_view, _Run, build_state, direct_reconstruction
     from .stopping import make_stopping_rule, needs_split, parse_rules
     from .stopping.limits import TimeLimit
 
@@ -230,6 +230,7 @@ def reconstruct_seeds(problem, cfg: RunConfig, seeds: list[int], outs: list | No
         return None
 
     results = []
+    naive = None if outs is None else direct_reconstruction(problem)  # one for every seed's overview.png
     for b, seed in enumerate(seeds):
         cfg_b, res_b = copy.deepcopy(cfg), copy.deepcopy(resolved)
         cfg_b.seed = res_b.seed = seed
@@ -237,7 +238,7 @@ def reconstruct_seeds(problem, cfg: RunConfig, seeds: list[int], outs: list | No
         main = _Run(members.frozen[b], recorder, rule_cbs, wall / n, None, schedule=schedule, budget=budget)
         result = _finish(main, method=method, problem=problem, cfg=cfg_b, resolved=res_b, split=split, mask=mask,
                          device=device, request=cfg_b.to_dict(), resumed_at=[], out=None, dicom=False, net=None,
-                         do_refit=None)
+                         do_refit=None, naive=naive)
         result["batched"] = {"seeds": seeds, "wall_time_s": wall}
         if outs is not None:
             from .rundir import write_run_dir

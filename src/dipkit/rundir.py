@@ -28,6 +28,17 @@ file                       content
 ``history.csv``            ``step, loss, <terms…>[, psnr, ssim]`` every ``log_every`` steps; the
                            last row is the final step
 ``psnr_curve.png``         PSNR vs iteration with the peak and early-stop marks (ground truth known)
+``progress.png``           loss and held-out misfit vs iteration (log axes) with the picks, the stop
+                           and the rollbacks marked; PSNR too when known (:mod:`dipkit.pictures`);
+                           every run with a history of two rows or more
+``overview.png``           the direct reconstruction (FBP, zero-filled, the degraded input), the
+                           reconstruction, the uncertainty map when there is one and the difference,
+                           with colour bars (:mod:`dipkit.pictures`); every run
+``direct.npy``             the problem's direct reconstruction ``[C, H, W]`` (the ``naive`` baseline's:
+                           FBP, zero-filled magnitude, the degraded input, least squares) for
+                           ``overview.png``
+``show.html``              written by ``dipkit show``: one self-contained page with the pictures and
+                           the summary
 ``uncertainty.npy``, ``.png``  the per-pixel standard deviation ``[C, H, W]`` (ensembles: over the
                            members; SGLD: the posterior's), when there is one
 ``calibration.png``        binned RMSE against the predicted std (uncertainty and ground truth known)
@@ -53,11 +64,12 @@ import torch
 from .errors import DipkitError
 from .io import atomic_write, save_figure, save_json, save_npy, save_png, save_text, save_yaml
 from .io.guard import read_json, read_npz, read_yaml
+from .io.write import _jsonable
 from .metrics import magnitude
 
 __all__ = ["RunResult", "RECONSTRUCTION", "RECONSTRUCTION_PNG", "ESTIMATES", "CONFIG", "HISTORY", "PSNR_CURVE",
            "UNCERTAINTY", "UNCERTAINTY_PNG", "CALIBRATION", "MEMBERS",
-           "METRICS", "ERROR", "RECONSTRUCTION_TIFF", "RECONSTRUCTION_HU", "RECONSTRUCTION_DICOM", "MAGNITUDE",
+           "METRICS", "ERROR", "PROGRESS", "OVERVIEW", "DIRECT", "SHOW_HTML", "RECONSTRUCTION_TIFF", "RECONSTRUCTION_HU", "RECONSTRUCTION_DICOM", "MAGNITUDE",
            "MAGNITUDE_PNG", "PHASE", "CHECKPOINT", "SELECTION_CSV", "SELECTION_MD", "CANDIDATES", "RUN_FILES", "write_run_dir", "read_metrics", "read_history",
            "read_estimates", "read_config", "read_error", "write_error", "clear_status", "is_complete",
            "prepare_run_dir", "remove_checkpoint", "can_write_dicom"]
@@ -68,6 +80,10 @@ ESTIMATES = "estimates.npz"
 CONFIG = "config.yaml"
 HISTORY = "history.csv"
 PSNR_CURVE = "psnr_curve.png"
+PROGRESS = "progress.png"
+OVERVIEW = "overview.png"
+DIRECT = "direct.npy"
+SHOW_HTML = "show.html"
 UNCERTAINTY = "uncertainty.npy"
 UNCERTAINTY_PNG = "uncertainty.png"
 CALIBRATION = "calibration.png"
@@ -88,7 +104,8 @@ CANDIDATES = "candidates"
 #: every file a run writes (what --overwrite removes)
 RUN_FILES = (RECONSTRUCTION, RECONSTRUCTION_PNG, RECONSTRUCTION_TIFF, RECONSTRUCTION_HU, RECONSTRUCTION_DICOM,
              MAGNITUDE, MAGNITUDE_PNG, PHASE, ESTIMATES, CONFIG, HISTORY, PSNR_CURVE, UNCERTAINTY, UNCERTAINTY_PNG,
-             CALIBRATION, MEMBERS, METRICS, CHECKPOINT, ERROR, SELECTION_CSV, SELECTION_MD)
+             CALIBRATION, MEMBERS, METRICS, CHECKPOINT, ERROR, SELECTION_CSV, SELECTION_MD, PROGRESS, OVERVIEW,
+             DIRECT, SHOW_HTML)
 
 
 class RunResult(dict):
@@ -97,7 +114,8 @@ class RunResult(dict):
     ``reconstruction`` (``[1, C, H, W]``), ``estimates`` (``{"final", "early_stop"?, "peak"?,
     "refit"?}``), ``history`` (``{column: list}``), ``config`` (the resolved run configuration as a
     dict), ``uncertainty`` (``[1, C, H, W]`` std map or None), ``members`` (an ensemble's
-    member reconstructions ``[N, C, H, W]`` or None), ``source`` (the problem's ``meta["source"]``:
+    member reconstructions ``[N, C, H, W]`` or None), ``direct`` (the problem's direct reconstruction
+    ``[1, C, H, W]``, :func:`dipkit.baselines.naive.naive_reconstruction`, or None), ``source`` (the problem's ``meta["source"]``:
     what the image came from, for the HU and DICOM outputs) and ``operator_kind`` (the problem's
     operator kind, None for an outside operator).
     """
@@ -108,6 +126,7 @@ class RunResult(dict):
     config: dict
     uncertainty: torch.Tensor | None = None
     members: torch.Tensor | None = None
+    direct: torch.Tensor | None = None
     source: dict | None = None
     operator_kind: str | None = None
 
@@ -241,8 +260,30 @@ def write_run_dir(out: str | Path, result: RunResult, *, dicom: bool = False) ->
     if result.members is not None:
         with atomic_write(out / MEMBERS, "wb") as fh:
             np.savez(fh, members=result.members.detach().to(torch.float32).cpu().numpy())
+    direct = None if getattr(result, "direct", None) is None else _to_image(result.direct)
+    if direct is not None:
+        save_npy(out / DIRECT, direct)
+    _draw_pictures(out, result, recon, direct)
     save_json(out / METRICS, dict(result))
     return out
+
+
+def _draw_pictures(out: Path, result: RunResult, recon: np.ndarray, direct: np.ndarray | None) -> None:
+    """``progress.png`` and ``overview.png`` (:mod:`dipkit.pictures`) from the result's history and
+    summary (what ``history.csv`` and ``metrics.json`` hold). A picture that cannot be drawn is a
+    warning, never a lost run."""
+    import warnings
+
+    from .pictures import plot_overview, plot_progress
+
+    metrics = json.loads(json.dumps(_jsonable(dict(result))))
+    std = None if result.uncertainty is None else _to_image(result.uncertainty)
+    for name, draw in ((PROGRESS, lambda p: plot_progress(p, result.history, metrics)),
+                       (OVERVIEW, lambda p: plot_overview(p, recon, direct=direct, uncertainty=std, metrics=metrics))):
+        try:
+            draw(out / name)
+        except Exception as exc:  # noqa: BLE001 - a figure must not cost the run its results
+            warnings.warn(f"dipkit: could not draw {name}: {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
 
 
 def _plot_psnr(path: Path, result: RunResult) -> None:

@@ -49,7 +49,7 @@ from .resolve import make_split, resolve_config, resolve_device, resolve_validat
 from .uncertainty import ensemble_mean_std, posterior_std
 
 __all__ = ["reconstruct", "resolve_device", "resolve_config", "build_state", "make_split", "resolve_validation",
-           "RunResult", "expected_in_channels", "CHECKPOINT_VERSION", "step_budget"]
+           "RunResult", "expected_in_channels", "CHECKPOINT_VERSION", "step_budget", "direct_reconstruction"]
 
 #: version of the checkpoint layout (see the module docs)
 CHECKPOINT_VERSION = 1
@@ -433,10 +433,23 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
                    do_refit=do_refit)
 
 
+def direct_reconstruction(problem) -> torch.Tensor | None:
+    """The problem's direct reconstruction ``[1, C, H, W]`` (the ``naive`` baseline: FBP, zero-filled
+    magnitude, the degraded input, least squares) for ``overview.png``; None when there is none."""
+    from .baselines.naive import naive_reconstruction
+
+    try:
+        return naive_reconstruction(problem).detach()
+    except (DipkitError, RuntimeError, ValueError, NotImplementedError):
+        return None
+
+
 def _finish(main: _Run, *, method, problem, cfg: RunConfig, resolved: RunConfig, split, mask, device, request,
-            resumed_at, out, dicom, net, do_refit) -> RunResult:
+            resumed_at, out, dicom, net, do_refit, naive=None) -> RunResult:
     """The result of a finished run (``main``): selections, metrics, estimates; writes ``out`` when
-    given. ``do_refit(val_cb) -> _Run``: the refit of ``validation.refit`` (None: no refit)."""
+    given. ``do_refit(val_cb) -> _Run``: the refit of ``validation.refit`` (None: no refit).
+    ``naive``: the problem's direct reconstruction when the caller has it (computed here when ``out``
+    is given and it is None)."""
     from . import __version__
 
     direct = getattr(method, "direct", False)
@@ -530,6 +543,7 @@ def _finish(main: _Run, *, method, problem, cfg: RunConfig, resolved: RunConfig,
     result.history = history
     result.source = problem.meta.get("source")
     result.operator_kind = problem.spec.get("kind")
+    result.direct = naive if naive is not None or out is None else direct_reconstruction(problem)
     resolved.params = dict(method.config())  # values chosen during the run (e.g. TV's alpha="auto")
     result.config = resolved.to_dict()
     if out is not None:

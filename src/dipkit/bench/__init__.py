@@ -9,7 +9,7 @@
 * the directory layout: :mod:`dipkit.bench.grid`;
 * the executors (local, local processes, Ray): :mod:`dipkit.bench.executors`;
 * the outputs (``results.csv``, ``results.md``, ``runs.csv``, ``psnr_curves.png``,
-  ``recon_<case>.png``, ``report.html``): :mod:`dipkit.bench.report`.
+  ``misfit_curves.png``, ``recon_<case>.png``, ``report.html``): :mod:`dipkit.bench.report`.
 """
 
 from __future__ import annotations

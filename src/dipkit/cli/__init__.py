@@ -29,6 +29,7 @@ VERBS: dict[str, str] = {
     "simulate": "dipkit.cli.simulate:SIMULATE",
     "import": "dipkit.cli.import_:IMPORT",
     "reconstruct": "dipkit.cli.reconstruct:RECONSTRUCT",
+    "show": "dipkit.cli.show:SHOW",
     "tune": "dipkit.cli.tune:TUNE",
     "bench": "dipkit.cli.bench:BENCH",
     "train-denoiser": "dipkit.cli.train:TRAIN_DENOISER",

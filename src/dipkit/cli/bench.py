@@ -11,7 +11,7 @@ __all__ = ["BENCH"]
 
 DESCRIPTION = ("Run a benchmark grid (cases × methods × seeds) from a YAML config or a shipped preset; "
                "writes one run dir per run and results.csv, results.md, psnr_curves.png, "
-               "reconstruction grids and a self-contained report.html. A failed run is recorded (error.txt, "
+               "misfit_curves.png, reconstruction grids and a self-contained report.html. A failed run is recorded (error.txt, "
                "the 'failed' column) and the grid goes on. Exit status: 0 all runs ok, 1 some runs failed, "
                "2 bad input.")
 

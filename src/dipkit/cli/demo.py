@@ -30,7 +30,7 @@ def run(args) -> int:
         from ..bench import preset_path, run_bench
 
         res = run_bench(preset_path("quick"), out / "bench", log=None if args.quiet else print)
-        print(f"wrote {out / 'bench'}/ (results.md, results.csv, psnr_curves.png, report.html, run dirs)")
+        print(f"wrote {out / 'bench'}/ (results.md, results.csv, psnr_curves.png, misfit_curves.png, report.html, run dirs)")
         return 0 if not res["failed"] else 1
     image, info = load_image_source(None, "ct", size=128, channels="gray")
     problem = get_task("ct").simulate(image, views=30, noise_level=0.02, seed=0)

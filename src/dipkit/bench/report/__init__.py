@@ -13,6 +13,9 @@ r"""Bench outputs, built from the run dirs alone (so ``--resume`` and every exec
 * ``psnr_curves.png`` — PSNR vs iteration from each run's ``history.csv``, one panel per case and
   one line per method (mean over the row's runs when they share their steps, with a ±1 std band);
   direct methods (one point, e.g. FBP) are drawn as a horizontal dashed line;
+* ``misfit_curves.png`` — the held-out misfit (``history.csv``'s ``val`` column, the quantity the
+  ``val`` rule picks by, no ground truth needed) vs iteration on a log scale, laid out like the PSNR
+  curves; only runs with a validation split have one;
 * ``recon_<case>.png`` — a figure grid per case (first instance, lowest seed): ground truth and the
   naive reconstruction, then one row per method with its peak / early-stopped / final estimates
   (``estimates.npz``); PSNR in each title;
@@ -27,7 +30,7 @@ from pathlib import Path
 from ...io import save_text
 from ..grid import RunSpec
 from .html import html_report
-from .plots import plot_psnr_curves, plot_recon_grid
+from .plots import plot_misfit_curves, plot_psnr_curves, plot_recon_grid
 from .tables import (METRICS, RUN_COLUMNS, aggregate, collect_runs, markdown_table, mean_std, result_columns,
                      write_csv)
 
@@ -56,6 +59,9 @@ def write_reports(out: Path, runs: list[RunSpec], *, title: str = "dipkit bench"
     if plot_psnr_curves(out / "psnr_curves.png", rows):
         files.append(out / "psnr_curves.png")
         images.append(("PSNR vs iteration", out / "psnr_curves.png"))
+    if plot_misfit_curves(out / "misfit_curves.png", rows):
+        files.append(out / "misfit_curves.png")
+        images.append(("Held-out misfit vs iteration", out / "misfit_curves.png"))
     problems = {(r.case, r.instance): r.problem for r in runs}
     for case in dict.fromkeys(r["case"] for r in rows):
         p = out / f"recon_{case}.png"

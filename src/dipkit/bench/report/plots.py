@@ -1,5 +1,6 @@
-"""Bench figures: ``psnr_curves.png`` (PSNR vs iteration per case) and ``recon_<case>.png``
-(reconstruction grids), read from the run directories alone (see :mod:`dipkit.bench.report`)."""
+"""Bench figures: ``psnr_curves.png`` (PSNR vs iteration per case), ``misfit_curves.png`` (held-out
+misfit vs iteration per case) and ``recon_<case>.png`` (reconstruction grids), read from the run
+directories alone (see :mod:`dipkit.bench.report`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from ...metrics import display_image, fov_mask, psnr
 from ...rundir import read_estimates, read_history
 from ..grid import load_naive
 
-__all__ = ["plot_psnr_curves", "plot_recon_grid"]
+__all__ = ["plot_misfit_curves", "plot_psnr_curves", "plot_recon_grid"]
 
 
 def _plt():
@@ -26,22 +27,34 @@ def _plt():
     return plt
 
 
-def _read_history(run_dir: str) -> dict[str, np.ndarray] | None:
-    """The run's history when it has a PSNR column, else None."""
+def _read_history(run_dir: str, column: str = "psnr") -> dict[str, np.ndarray] | None:
+    """The run's history when it has the column ``column``, else None."""
     cols = read_history(run_dir)
-    return cols if cols is not None and "step" in cols and "psnr" in cols else None
+    return cols if cols is not None and "step" in cols and column in cols else None
 
 
 def plot_psnr_curves(path: Path, rows: list[dict]) -> bool:
     """``psnr_curves.png``; False (nothing written) when no run has a PSNR history."""
+    return _plot_curves(path, rows, "psnr", "PSNR [dB]", log=False, legend="lower right")
+
+
+def plot_misfit_curves(path: Path, rows: list[dict]) -> bool:
+    """``misfit_curves.png``: the held-out misfit (the history's ``val`` column: what the ``val`` rule
+    picks by, no ground truth needed) on a log scale; False when no run has one."""
+    return _plot_curves(path, rows, "val", "held-out misfit", log=True, legend="upper right")
+
+
+def _plot_curves(path: Path, rows: list[dict], column: str, ylabel: str, *, log: bool, legend: str) -> bool:
+    """One panel per case, one line per method of history column ``column`` (mean over the row's runs
+    when they share their steps, with a ±1 std band; a direct method's one point as a dashed line)."""
     cases = list(dict.fromkeys(r["case"] for r in rows))
     curves: dict[str, dict[str, list[dict]]] = {c: {} for c in cases}
     any_curve = False
     for r in rows:
         if r["status"] != "ok":
             continue
-        h = _read_history(r["run_dir"])
-        if h is not None:
+        h = _read_history(r["run_dir"], column)
+        if h is not None and np.isfinite(h[column]).any():
             curves[r["case"]].setdefault(r["method"], []).append(h)
             any_curve = True
     if not any_curve:
@@ -55,26 +68,30 @@ def plot_psnr_curves(path: Path, rows: list[dict]) -> bool:
         for k, (method, hs) in enumerate(curves[case].items()):
             color = f"C{k % 10}"
             if all(len(h["step"]) == 1 for h in hs):
-                ax.axhline(float(np.nanmean([h["psnr"][0] for h in hs])), color=color, ls="--", lw=1.0,
+                ax.axhline(float(np.nanmean([h[column][0] for h in hs])), color=color, ls="--", lw=1.0,
                            label=method)
                 continue
             same = all(len(h["step"]) == len(hs[0]["step"]) and np.array_equal(h["step"], hs[0]["step"])
                        for h in hs)
             if same:
-                ps = np.stack([h["psnr"] for h in hs])
+                ps = np.stack([h[column] for h in hs])
                 mean = np.nanmean(ps, 0)
                 ax.plot(hs[0]["step"], mean, color=color, lw=1.2, label=method + (f" (n={len(hs)})" if len(hs) > 1 else ""))
                 if len(hs) > 1:
                     std = np.nanstd(ps, 0, ddof=1)
-                    ax.fill_between(hs[0]["step"], mean - std, mean + std, color=color, alpha=0.15, lw=0)
+                    lo = mean - std if not log else np.maximum(mean - std, mean * 0.05)
+                    ax.fill_between(hs[0]["step"], lo, mean + std, color=color, alpha=0.15, lw=0)
             else:
                 for j, h in enumerate(hs):
-                    ax.plot(h["step"], h["psnr"], color=color, lw=0.9, alpha=0.8, label=method if j == 0 else None)
+                    ax.plot(h["step"], h[column], color=color, lw=0.9, alpha=0.8, label=method if j == 0 else None)
+        if log and curves[case]:
+            ax.set_yscale("log")
         ax.set_title(case, fontsize=10)
         ax.set_xlabel("iteration")
-        ax.set_ylabel("PSNR [dB]")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        if curves[case]:
+            ax.legend(fontsize=7, loc=legend)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     fig.tight_layout()
