@@ -31,9 +31,9 @@ def main(argv=None):
     ap.add_argument("--out", required=True, help="JSON of the results (resumed: runs in it are skipped)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    from dipkit.config import RunConfig
+    from dipkit.run.config import RunConfig
     from dipkit.io import load_image_source
-    from dipkit.runner import reconstruct
+    from dipkit.run.runner import reconstruct
     from dipkit.tasks import get_task
 
     res = json.load(open(args.out)) if os.path.exists(args.out) else {}

@@ -117,9 +117,9 @@ def scores(problem, split_kind: str, fraction: float, xs: torch.Tensor, seed: in
 def run_one(case: str, method: str, split_kind: str, fraction: float, work: Path, problem,
             iterations: int | None = None, seed: int = 0) -> dict:
     """One full-budget run (cached in ``work``): the snapshots' PSNR and every score."""
-    from dipkit.config import RunConfig
+    from dipkit.run.config import RunConfig
     from dipkit.metrics import psnr
-    from dipkit.runner import reconstruct
+    from dipkit.run.runner import reconstruct
     from dipkit.stopping.val import Validation
 
     f = work / (f"{case}__{method}__all.json" if split_kind == "all" else f"{case}__{method}__{split_kind}@{fraction:g}"

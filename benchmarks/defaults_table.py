@@ -37,7 +37,7 @@ def combine_psnr(run_dir: Path, k: int) -> float | None:
     import torch
 
     from dipkit.problem import Problem
-    from dipkit.summary import metric_pair
+    from dipkit.run.summary import metric_pair
 
     sel = run_dir / "selection.csv"
     if not sel.is_file():

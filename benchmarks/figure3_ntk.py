@@ -47,7 +47,7 @@ import torch
 import dipkit
 from dipkit.analysis.jacobian import jacobian_svd, network_at_init
 from dipkit.analysis.plots import save_image_grid, save_spectrum_plot
-from dipkit.config import RunConfig
+from dipkit.run.config import RunConfig
 from dipkit.io import save_text
 from dipkit.nets import count_parameters
 

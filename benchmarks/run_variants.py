@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dipkit.config import RunConfig, parse_overrides
+from dipkit.run.config import RunConfig, parse_overrides
 from dipkit.problem import Problem
-from dipkit.runner import reconstruct
+from dipkit.run.runner import reconstruct
 
 
 def worst_drop(psnr) -> float:

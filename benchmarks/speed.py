@@ -72,9 +72,9 @@ def _reference_step(net, z, y, physics, opt):
 def _dipkit_runner(problem, net_name: str, seed: int = 0, precision: str | None = None):
     """A generator-like stepping of dipkit's default run, one engine step per call (``precision``:
     None keeps the configuration's default)."""
-    from dipkit.config import RunConfig
+    from dipkit.run.config import RunConfig
     from dipkit.engine.recorder import HistoryRecorder
-    from dipkit.runner import _fit_view, build_state, make_split, resolve_config
+    from dipkit.run.runner import _fit_view, build_state, make_split, resolve_config
     from dipkit.stopping import make_stopping_rule, parse_rules
 
     cfg = RunConfig(method="dip", device="cpu", seed=seed, iterations=10**9)
@@ -123,7 +123,7 @@ def main() -> None:
 
     from dipkit.nets import build_net
 
-    from dipkit.config import RunConfig
+    from dipkit.run.config import RunConfig
     from dipkit.precision import resolve_precision
 
     default = RunConfig().precision

@@ -36,9 +36,9 @@ import torch
 
 def _runner(problem, subset: float, seed: int, net: str | None, log_every: int):
     """One stepping dipkit run (state, method, callbacks, recorder) of ``dip`` with ``data.subset``."""
-    from dipkit.config import RunConfig
+    from dipkit.run.config import RunConfig
     from dipkit.engine.recorder import HistoryRecorder
-    from dipkit.runner import _fit_view, build_state, make_split, resolve_config
+    from dipkit.run.runner import _fit_view, build_state, make_split, resolve_config
     from dipkit.stopping import make_stopping_rule, parse_rules
 
     cfg = RunConfig(method="dip", device="cpu", seed=seed, iterations=10**9, log_every=log_every)

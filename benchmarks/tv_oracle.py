@@ -17,9 +17,9 @@ import sys
 
 import torch
 
-from dipkit.config import RunConfig
+from dipkit.run.config import RunConfig
 from dipkit.problem import Problem
-from dipkit.runner import reconstruct
+from dipkit.run.runner import reconstruct
 
 GRID = [1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2, 3.16e-2, 0.1, 0.316, 1, 3.16, 10, 31.6, 100]
 

@@ -31,11 +31,11 @@ from pathlib import Path
 
 import torch
 
-from dipkit.config import RunConfig
+from dipkit.run.config import RunConfig
 from dipkit.io import save_json
 from dipkit.metrics import psnr
 from dipkit.problem import Problem
-from dipkit.runner import build_state, reconstruct, resolve_config
+from dipkit.run.runner import build_state, reconstruct, resolve_config
 
 WITHIN_DB = 0.5
 
@@ -164,7 +164,7 @@ def main(argv=None) -> None:
                              problem.physics.A_dagger(problem.y), problem.x_true)), 2), "threads": args.threads}
     weights = Path(args.weights) if args.weights else out / "pre" / "ellipses.pt"
     if not args.weights:
-        from dipkit.warmstart import pretrain
+        from dipkit.run.warmstart import pretrain
 
         t0 = time.perf_counter()
         rec = pretrain(weights, like=problem_file, steps=args.pretrain_steps, batch_size=args.pretrain_batch,
@@ -181,7 +181,7 @@ def main(argv=None) -> None:
             images["warm start f_θ0(FBP)"] = x0[0]
         run_dir = out / "runs" / name
         if args.reuse and (run_dir / "metrics.json").is_file():  # a finished run (e.g. by another process)
-            from dipkit.rundir import RunResult, read_estimates, read_history, read_metrics
+            from dipkit.run.rundir import RunResult, read_estimates, read_history, read_metrics
 
             res = RunResult(read_metrics(run_dir))
             res.history = {k: list(v) for k, v in read_history(run_dir).items()}

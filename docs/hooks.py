@@ -35,7 +35,7 @@ SRC = ROOT / "src"
 RESULTS = ROOT / "benchmarks" / "results"
 
 #: the method that is no registry class: its page is made from its module
-AUTO = {"module": "dipkit.auto", "description": "the method chosen without a ground truth: a portfolio per task "
+AUTO = {"module": "dipkit.run.auto", "description": "the method chosen without a ground truth: a portfolio per task "
         "ranked by held-out misfit, by successive halving (`--combine K` averages the K best)",
         "reference": "Jamieson & Talwalkar, AISTATS 2016 (successive halving)", "algorithm": "successive halving"}
 

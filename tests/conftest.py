@@ -36,7 +36,7 @@ def ct_problem_file(tmp_path, ct_problem):
 
 @pytest.fixture
 def tiny_cfg():
-    from dipkit.config import RunConfig
+    from dipkit.run.config import RunConfig
 
     def make(method="dip", iterations=30, **params):
         cfg = RunConfig(method=method, iterations=iterations, device="cpu", log_every=5)
@@ -52,7 +52,7 @@ def tiny_cfg():
 def pretrained(tmp_path_factory, _private_cache_dir):
     """Tiny pre-trained weights (+ trajectory, JSON) for the 32²/16-view CT problem of the fixtures, TINY_NET
     (8 steps, 6 trajectory snapshots): for warm starts and subspace-dip."""
-    from dipkit.warmstart import pretrain
+    from dipkit.run.warmstart import pretrain
 
     out = tmp_path_factory.mktemp("pretrain") / "w.pt"
     pretrain(out, task="ct", size=32, task_options={"views": 16, "noise_level": 0.02}, net_options=TINY_NET,

@@ -233,7 +233,7 @@ def test_fuzz_problem_loader(tmp_path, good):
 
 def test_fuzz_other_readers(tmp_path):
     """Random bytes and bit flips given as weights, checkpoint or YAML config: DipkitError only."""
-    from dipkit.config import load_config
+    from dipkit.run.config import load_config
     from dipkit.engine.checkpoint import load_checkpoint
     from dipkit.nets.weights import read_weights
 

@@ -1,4 +1,4 @@
-"""Seeds as one batched engine run (dipkit.batched, bench ``batch_seeds``) = the runs one by one."""
+"""Seeds as one batched engine run (dipkit.run.batched, bench ``batch_seeds``) = the runs one by one."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def ct16():
 
 
 def _cfg(method="dip", iterations=40, **params):
-    from dipkit.config import RunConfig
+    from dipkit.run.config import RunConfig
 
     cfg = RunConfig(method=method, iterations=iterations, device="cpu", log_every=5)
     cfg.net.options.update(TINY_NET)
@@ -44,9 +44,9 @@ def _cfg(method="dip", iterations=40, **params):
 def test_batched_seeds_equal_one_by_one(ct16, tmp_path):
     """Same seeds → same reconstructions, stop steps, selections and histories (members that stop
     early are frozen at their own stop step)."""
-    from dipkit.batched import reconstruct_seeds
-    from dipkit.config import RunConfig
-    from dipkit.runner import reconstruct
+    from dipkit.run.batched import reconstruct_seeds
+    from dipkit.run.config import RunConfig
+    from dipkit.run.runner import reconstruct
 
     cfg = _cfg("aseqdip", iterations=50)
     seeds = [0, 3]
@@ -72,7 +72,7 @@ def test_batched_seeds_equal_one_by_one(ct16, tmp_path):
 
 
 def test_baselines_are_not_batched(ct16):
-    from dipkit.batched import reconstruct_seeds
+    from dipkit.run.batched import reconstruct_seeds
 
     with pytest.raises(DipkitError, match="cannot batch"):
         reconstruct_seeds(ct16, _cfg("tv", iterations=3), [0, 1])

@@ -11,13 +11,13 @@ import pytest
 import torch
 import yaml
 
-from dipkit.config import RunConfig
+from dipkit.run.config import RunConfig
 from dipkit.engine import State, run
 from dipkit.engine.output import LastIterate
 from dipkit.engine.schedule import Cosine, Plateau, resolve_schedule
 from dipkit.methods import make_method
 from dipkit.physics.split import ValidationSplit
-from dipkit.runner import reconstruct, step_budget
+from dipkit.run.runner import reconstruct, step_budget
 from dipkit.stopping import Validation, resolve_rule
 from dipkit.stopping.limits import TimeLimit
 

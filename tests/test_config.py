@@ -1,6 +1,6 @@
 import pytest
 
-from dipkit.config import RunConfig, parse_overrides
+from dipkit.run.config import RunConfig, parse_overrides
 from dipkit.errors import DipkitError
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dipkit.errors import DipkitError
-from dipkit.runner import reconstruct
+from dipkit.run.runner import reconstruct
 
 
 @pytest.mark.parametrize("perturb", [0.0, 0.05])
@@ -55,7 +55,7 @@ def test_sgld_writes_its_posterior_std(ct_problem, tiny_cfg, tmp_path):
 
 
 def test_ensemble_needs_a_network_method(ct_problem):
-    from dipkit.config import RunConfig
+    from dipkit.run.config import RunConfig
 
     cfg = RunConfig(method="tv", ensemble=2, device="cpu")
     with pytest.raises(DipkitError, match="ensemble"):

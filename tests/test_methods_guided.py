@@ -141,7 +141,7 @@ def test_aseqdip_history_peak_and_final_agree(ct_problem, tiny_cfg):
     """The last z update happens at the last step, after on_step_end: the history's last row,
     the peak and the final value must still all describe the returned estimate."""
     from dipkit.metrics import psnr
-    from dipkit.runner import reconstruct
+    from dipkit.run.runner import reconstruct
 
     for steps, every in [(12, 4), (12, 6), (11, 4)]:  # last step: an outer update / none
         cfg = tiny_cfg("aseqdip", iterations=steps, lr=1e-2, inner_steps=2)
@@ -421,8 +421,8 @@ def test_registry_names_and_bad_parameters():
 
 
 def test_aseqdip_default_rate_is_the_presets_capped_at_1e_3(ct_problem):
-    from dipkit.config import RunConfig
-    from dipkit.runner import resolve_config
+    from dipkit.run.config import RunConfig
+    from dipkit.run.runner import resolve_config
 
     for net, want in (("unet", 1e-3), ("unet-paper", 1e-4)):
         cfg = RunConfig(method="aseqdip")

@@ -76,13 +76,13 @@ def test_dicom_needs_a_dicom_ct_source(ct_problem_file, tmp_path, capsys):
 
 
 def test_mri_magnitude_and_phase(tmp_path):
-    from dipkit.runner import reconstruct
+    from dipkit.run.runner import reconstruct
     from dipkit.tasks import get_task
 
     from .conftest import tiny_image
 
     problem = get_task("mri").simulate(tiny_image(16), acceleration=2, seed=0)
-    from dipkit.config import RunConfig
+    from dipkit.run.config import RunConfig
 
     res = reconstruct(problem, RunConfig(method="naive", device="cpu"), tmp_path / "run", quiet=True)
     recon = np.load(tmp_path / "run" / "reconstruction.npy")
@@ -121,7 +121,7 @@ def test_non_empty_out_is_refused_and_overwrite_leaves_no_stale_files(ct_problem
 def test_library_and_bench_manage_their_run_dirs(ct_problem, tiny_cfg, tmp_path):
     """The library default replaces the old run (bench, tune and the demo rerun into their dirs)."""
     from dipkit.errors import DipkitError
-    from dipkit.runner import reconstruct
+    from dipkit.run.runner import reconstruct
 
     cfg = tiny_cfg("dip", iterations=4, lr=1e-2)
     cfg.ensemble = 2

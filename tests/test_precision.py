@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from dipkit import precision as prec
-from dipkit.config import RunConfig
+from dipkit.run.config import RunConfig
 from dipkit.errors import DipkitError
-from dipkit.runner import reconstruct
+from dipkit.run.runner import reconstruct
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_bad_precision_is_one_line_error(bad):
 
 @pytest.mark.parametrize("flags, want", [((), "fp32"), (("avx512_bf16",), "bf16")])
 def test_run_records_resolved_precision(tmp_path, ct_problem, tiny_cfg, cpu_flags, flags, want):
-    from dipkit.config import load_config
+    from dipkit.run.config import load_config
 
     cpu_flags(*flags)
     cfg = tiny_cfg("dip", iterations=3)

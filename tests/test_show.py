@@ -41,7 +41,7 @@ def _cfg(tiny_cfg, rule="val:record", iterations=20, **params):
 @pytest.mark.parametrize("ground_truth", [False, True])
 def test_every_run_gets_progress_and_overview(ct_problem, tiny_cfg, tmp_path, ground_truth):
     from dipkit.baselines.naive import naive_reconstruction
-    from dipkit.runner import reconstruct
+    from dipkit.run.runner import reconstruct
 
     if not ground_truth:
         ct_problem.x_true = None
@@ -61,7 +61,7 @@ def test_overview_for_ct_mri_and_rgb(tiny_cfg, tmp_path):
     an overview; an ensemble's adds the uncertainty panel (a wider figure)."""
     from PIL import Image
 
-    from dipkit.runner import reconstruct
+    from dipkit.run.runner import reconstruct
     from dipkit.tasks import get_task
 
     img = tiny_image(16)
@@ -89,7 +89,7 @@ def test_overview_for_ct_mri_and_rgb(tiny_cfg, tmp_path):
 
 
 def test_a_direct_method_has_an_overview_and_no_progress(ct_problem, tiny_cfg, tmp_path):
-    from dipkit.runner import reconstruct
+    from dipkit.run.runner import reconstruct
 
     cfg = tiny_cfg("fbp")
     reconstruct(ct_problem, cfg, tmp_path / "fbp", quiet=True)
@@ -99,7 +99,7 @@ def test_a_direct_method_has_an_overview_and_no_progress(ct_problem, tiny_cfg, t
 
 def test_progress_marks_a_stop_and_a_rollback(tmp_path):
     """The picture is drawn from the history and metrics alone, with the marks of a stop and a rollback."""
-    from dipkit.pictures import _marks, plot_progress
+    from dipkit.run.pictures import _marks, plot_progress
 
     steps = np.arange(5, 205, 5)
     history = {"step": steps, "loss": 1e3 / steps, "data": 1e3 / steps, "val": 1 + (steps - 100) ** 2 / 1e3,
@@ -144,7 +144,7 @@ def test_show_prints_the_summary_and_writes_show_html(ct_problem_file, tmp_path,
 
 
 def test_show_without_ground_truth(ct_problem, tiny_cfg, tmp_path, capsys, monkeypatch):
-    from dipkit.runner import reconstruct
+    from dipkit.run.runner import reconstruct
 
     ct_problem.x_true = None
     reconstruct(ct_problem, _cfg(tiny_cfg, iterations=10), tmp_path / "run", quiet=True)
@@ -196,12 +196,12 @@ def test_bench_report_has_misfit_curves(tmp_path):
 
 def test_pictures_never_cost_a_run(ct_problem, tiny_cfg, tmp_path, monkeypatch):
     """A figure that fails is a warning; the run's results and metrics.json are written."""
-    from dipkit.runner import reconstruct
+    from dipkit.run.runner import reconstruct
 
     def boom(*a, **k):
         raise RuntimeError("no figure today")
 
-    monkeypatch.setattr("dipkit.pictures.plot_overview", boom)
+    monkeypatch.setattr("dipkit.run.pictures.plot_overview", boom)
     with pytest.warns(RuntimeWarning, match="overview.png"):
         reconstruct(ct_problem, _cfg(tiny_cfg, iterations=10), tmp_path / "run", quiet=True)
     assert (tmp_path / "run" / "metrics.json").is_file() and (tmp_path / "run" / "progress.png").is_file()

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from dipkit.config import RunConfig
+from dipkit.run.config import RunConfig
 from dipkit.errors import DipkitError
 from dipkit.physics.split import ValidationSplit, measured_support
-from dipkit.runner import make_split, reconstruct, resolve_validation
+from dipkit.run.runner import make_split, reconstruct, resolve_validation
 
 from .conftest import tiny_image
 

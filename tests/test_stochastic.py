@@ -8,13 +8,13 @@ import json
 import pytest
 import torch
 
-from dipkit.config import RunConfig
+from dipkit.run.config import RunConfig
 from dipkit.errors import DipkitError
 from dipkit.methods import METHODS
 from dipkit.methods.base import data_fidelity
 from dipkit.physics.split import ValidationSplit
 from dipkit.physics.subsets import SubsetDataTerm, make_subset_term
-from dipkit.runner import reconstruct
+from dipkit.run.runner import reconstruct
 
 from .conftest import TINY_NET, tiny_image
 
@@ -102,7 +102,7 @@ def test_run_with_val_split_never_sees_held_out_values(ct_problem, tiny_cfg):
     cfg.early_stop.rule = "val:record"
     cfg.data.subset = 0.5
     a = reconstruct(ct_problem, cfg, quiet=True)
-    from dipkit.runner import make_split
+    from dipkit.run.runner import make_split
 
     held = make_split(ct_problem, cfg).held_out
     other = ct_problem.__class__(physics=ct_problem.physics, y=ct_problem.y.clone(), spec=ct_problem.spec,

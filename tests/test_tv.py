@@ -206,9 +206,9 @@ def test_auto_alpha_continues_from_the_validated_image_on_inpainting():
     images whose holes larger weights filled in; the final solve must start from that image, not from
     zeros (a cold solve at the chosen small α left the holes empty: PSNR ≈ the masked image's)."""
     from dipkit.baselines.tv_alpha import choose_alpha
-    from dipkit.config import RunConfig
+    from dipkit.run.config import RunConfig
     from dipkit.metrics import psnr
-    from dipkit.runner import reconstruct
+    from dipkit.run.runner import reconstruct
     from dipkit.tasks import get_task
     from tests.conftest import tiny_image
 

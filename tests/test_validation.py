@@ -11,7 +11,7 @@ import torch
 from dipkit.engine import State, run
 from dipkit.errors import DipkitError
 from dipkit.physics.split import MaskedPhysics, ValidationSplit, measured_support
-from dipkit.runner import reconstruct
+from dipkit.run.runner import reconstruct
 from dipkit.stopping import Validation, parse_rules
 
 from .conftest import tiny_image
@@ -177,7 +177,7 @@ def test_refit_reruns_on_all_data_for_the_picked_steps(ct_problem, tiny_cfg):
 
 
 def test_val_works_for_baselines(ct_problem):
-    from dipkit.config import RunConfig
+    from dipkit.run.config import RunConfig
 
     cfg = RunConfig(method="tv", iterations=40, device="cpu", log_every=5, params={"alpha": 0.3})
     cfg.early_stop.rule = "val:record"
@@ -188,8 +188,8 @@ def test_val_works_for_baselines(ct_problem):
 def test_tune_picks_the_point_with_the_least_held_out_misfit(ct_problem_file, tmp_path):
     import csv
 
-    from dipkit.config import RunConfig
-    from dipkit.tune import tune
+    from dipkit.run.config import RunConfig
+    from dipkit.run.tune import tune
 
     cfg = RunConfig(method="tv", iterations=40, device="cpu", log_every=5)
     res = tune(ct_problem_file, cfg, {"alpha": [0.01, 0.3, 30.0]}, tmp_path / "tune")

@@ -75,7 +75,7 @@ def test_weights_that_do_not_fit_are_one_line_errors(tmp_path, pretrained):
 def test_run_starts_from_the_weights(pretrained, ct_problem, tiny_cfg):
     """A DIP run with net.weights starts from them: its first output is the pre-trained network's."""
     from dipkit.nets import build_net
-    from dipkit.runner import reconstruct
+    from dipkit.run.runner import reconstruct
 
     cfg = tiny_cfg("dip", iterations=1, lr=1e-12, ema=None)
     cfg.net.options["weights"] = str(pretrained)
@@ -91,7 +91,7 @@ def test_run_starts_from_the_weights(pretrained, ct_problem, tiny_cfg):
 
 def _subspace_state(problem, cfg, steps):
     from dipkit.engine import run
-    from dipkit.runner import build_state, resolve_config
+    from dipkit.run.runner import build_state, resolve_config
 
     method = cfg.validate()
     resolved = resolve_config(cfg, method, problem)
@@ -172,7 +172,7 @@ def test_pretrain_cli_end_to_end(tmp_path, ct_problem_file, capsys):
 def test_python_api_pretrain_and_solve_with_weights(pretrained, ct_problem):
     import dipkit
 
-    assert dipkit.pretrain is dipkit.warmstart.pretrain
+    assert dipkit.pretrain is dipkit.run.warmstart.pretrain
     net = {"name": "unet", "weights": str(pretrained), **TINY_NET}
     res = dipkit.solve(ct_problem.y, ct_problem.physics, method="subspace-dip", net=net, iterations=3, k=2,
                        x_true=ct_problem.x_true, early_stop="none")
@@ -184,7 +184,7 @@ def test_python_api_pretrain_and_solve_with_weights(pretrained, ct_problem):
 def test_subspace_run_resumes_bit_for_bit(optimizer, pretrained, ct_problem, tiny_cfg, tmp_path, interrupt):
     import os
 
-    from dipkit.runner import reconstruct
+    from dipkit.run.runner import reconstruct
 
     def cfg():
         c = tiny_cfg("subspace-dip", iterations=20, k=3, optimizer=optimizer)

@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 #: public name -> the module that defines it
 _LAZY = {
-    "RunConfig": "dipkit.config",
+    "RunConfig": "dipkit.run.config",
     "DipkitError": "dipkit.errors",
     "load_image_source": "dipkit.io",
     "load_sample": "dipkit.io",
@@ -28,11 +28,11 @@ _LAZY = {
     "psnr": "dipkit.metrics",
     "ssim": "dipkit.metrics",
     "Problem": "dipkit.problem",
-    "reconstruct": "dipkit.runner",
-    "RunResult": "dipkit.rundir",
+    "reconstruct": "dipkit.run.runner",
+    "RunResult": "dipkit.run.rundir",
     "solve": "dipkit.api",
     "DIPReconstructor": "dipkit.api",
-    "pretrain": "dipkit.warmstart",
+    "pretrain": "dipkit.run.warmstart",
 }
 
 __all__ = ["Problem", "RunConfig", "DipkitError", "simulate", "reconstruct", "solve", "DIPReconstructor", "pretrain",

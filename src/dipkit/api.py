@@ -3,7 +3,7 @@ r"""The Python API for any operator: :func:`solve` and :class:`DIPReconstructor`
 :func:`solve` reconstructs one measurement ``y`` with any dipkit method for **any** forward
 operator — a deepinv ``Physics``/``LinearPhysics`` or any object with ``A(x)`` and
 ``A_adjoint(y)`` — with no problem file and no spec, and returns the same
-:class:`~dipkit.rundir.RunResult` as :func:`dipkit.reconstruct` (optionally writing a run
+:class:`~dipkit.run.rundir.RunResult` as :func:`dipkit.reconstruct` (optionally writing a run
 directory)::
 
     import deepinv as dinv, dipkit
@@ -20,7 +20,7 @@ directory)::
 * **Gradients**: the engine enables autograd itself, so ``solve`` works inside ``torch.no_grad()``
   (as ``deepinv.test`` and deepinv's trainers call their models in evaluation).
 * **Settings**: ``iterations``, ``seed``, ``early_stop`` (``"wmv"``, ``"val"``, …) as arguments;
-  every other keyword is a :class:`~dipkit.config.RunConfig` setting or a method hyper-parameter
+  every other keyword is a :class:`~dipkit.run.config.RunConfig` setting or a method hyper-parameter
   (``lr=1e-3``, ``log_every=10``, ``input={"kind": "noise"}``, ``early_stop={"window": 50}`` …);
   ``config=`` takes a whole ``RunConfig`` (or a mapping) to start from.
 * **Networks**: ``net={"name": "skip", "channels": 64}`` chooses and sets up a dipkit network preset
@@ -53,7 +53,7 @@ from typing import Any
 
 import torch
 
-from .config import RunConfig
+from .run.config import RunConfig
 from .errors import DipkitError
 
 __all__ = ["solve", "DIPReconstructor", "as_problem"]
@@ -86,7 +86,7 @@ def as_problem(y: torch.Tensor, physics, *, x_true: torch.Tensor | None = None, 
     if device is None or str(device) == "auto":
         dev = op_dev if op_dev is not None else y.device
     else:
-        from .resolve import resolve_device
+        from .run.resolve import resolve_device
 
         dev = resolve_device(str(device))
         if op_dev is not None and not same_device(op_dev, dev):
@@ -142,9 +142,9 @@ def solve(y: torch.Tensor, physics, method: str = "dip", *, iterations: int | No
     :param out_dir: write a run directory there (refused when non-empty unless ``overwrite``).
     :param quiet: no progress bar (default).
     :param params: RunConfig settings and method hyper-parameters.
-    :returns: the :class:`~dipkit.rundir.RunResult` (``result.reconstruction``: ``[1, C, H, W]``).
+    :returns: the :class:`~dipkit.run.rundir.RunResult` (``result.reconstruction``: ``[1, C, H, W]``).
     """
-    from .runner import reconstruct
+    from .run.runner import reconstruct
 
     if isinstance(net, dict):
         params = {**params, "net": net}

@@ -260,11 +260,11 @@ def randomized_svd(op, k: int, *, oversample: int = 10, power_iters: int = 2,
 
 
 def network_at_init(problem, cfg, device="cpu"):
-    """The network and input of a run of ``cfg`` (a :class:`~dipkit.config.RunConfig`: ``net``, ``input``,
+    """The network and input of a run of ``cfg`` (a :class:`~dipkit.run.config.RunConfig`: ``net``, ``input``,
     ``seed``) on ``problem``, at initialisation, built exactly as ``dipkit reconstruct`` builds them
-    (:func:`dipkit.runner.build_state`). Returns ``(net, z, resolved_cfg)``; ``problem`` is moved to
+    (:func:`dipkit.run.runner.build_state`). Returns ``(net, z, resolved_cfg)``; ``problem`` is moved to
     ``device``."""
-    from ..runner import build_state, resolve_config
+    from ..run.runner import build_state, resolve_config
 
     method = cfg.validate()
     if not method.uses_network:

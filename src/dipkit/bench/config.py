@@ -5,7 +5,7 @@ Schema (every key optional unless marked *required*)::
     description: one line, shown by ``dipkit bench --list``
     seeds: [0, 1, 2]            # run seeds (network init, input, per-step noise); default [0]
     batch_seeds: true           # the seeds of one (case instance, method) run as one batched engine
-                                # run (dipkit.batched) where the method allows it: true (default) |
+                                # run (dipkit.run.batched) where the method allows it: true (default) |
                                 # false | N (at most N seeds per batch); same run dirs and results
     defaults:                   # RunConfig settings for every method (a method entry overrides them)
       device: auto              # auto | cpu | cuda | cuda:N
@@ -59,7 +59,7 @@ from typing import Any
 
 import yaml
 
-from ..config import load_yaml, yaml_loads
+from ..run.config import load_yaml, yaml_loads
 from ..errors import DipkitError
 
 __all__ = ["BenchConfig", "CaseSpec", "Instance", "MethodSpec", "load_bench_config", "parse_bench_config",
@@ -150,8 +150,8 @@ class MethodSpec:
         return self.cases is None or any(fnmatch.fnmatchcase(case, p) for p in self.cases)
 
     def run_config(self, seed: int):
-        """The :class:`~dipkit.config.RunConfig` of this method for ``seed``."""
-        from ..config import RunConfig
+        """The :class:`~dipkit.run.config.RunConfig` of this method for ``seed``."""
+        from ..run.config import RunConfig
 
         cfg = RunConfig()
         cfg.update(self.run, source=f"bench method {self.label!r}")
@@ -169,7 +169,7 @@ class BenchConfig:
 
     def validate_names(self) -> None:
         """Check what needs the registries: tasks and their options, and every method's run
-        configuration (:meth:`dipkit.config.RunConfig.validate`: method and parameters, network,
+        configuration (:meth:`dipkit.run.config.RunConfig.validate`: method and parameters, network,
         input, early stopping).
 
         Done when a bench starts (not when a preset is listed), so presets may name methods and

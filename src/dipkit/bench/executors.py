@@ -52,15 +52,15 @@ def execute_run(job: dict) -> dict:
     ``status="failed"`` with a one-line ``error``; a success removes a stale ``error.txt``. The run
     dir is the bench's: a fresh run replaces whatever an earlier one left there; with
     ``job["resume"]`` a run interrupted after a checkpoint (``checkpoint.pt`` of the same
-    configuration and problem) continues from it (:func:`dipkit.runner.reconstruct`'s
+    configuration and problem) continues from it (:func:`dipkit.run.runner.reconstruct`'s
     ``resume="auto"``), else it starts afresh.
     """
     import torch
 
-    from ..config import RunConfig
+    from ..run.config import RunConfig
     from ..problem import Problem
-    from ..rundir import clear_status, write_error
-    from ..runner import reconstruct
+    from ..run.rundir import clear_status, write_error
+    from ..run.runner import reconstruct
 
     if job.get("threads"):
         torch.set_num_threads(int(job["threads"]))
@@ -86,16 +86,16 @@ def execute_run(job: dict) -> dict:
 
 def execute_group(job: dict) -> list[dict]:
     """Run a group job (``{"group": [job, …]}``: the seeds of one case instance and method, see
-    :func:`dipkit.bench.grid.group_runs`) as one batched engine run (:func:`dipkit.batched.reconstruct_seeds`),
+    :func:`dipkit.bench.grid.group_runs`) as one batched engine run (:func:`dipkit.run.batched.reconstruct_seeds`),
     writing each seed's own run dir; one record per seed. When the batch cannot be run — a
     self-healing rollback, an error, or a member with a checkpoint to resume — the seeds run one by
     one (:func:`execute_run`), so a batched group never fails where single runs would succeed."""
     import torch
 
-    from ..batched import reconstruct_seeds
-    from ..config import RunConfig
+    from ..run.batched import reconstruct_seeds
+    from ..run.config import RunConfig
     from ..problem import Problem
-    from ..rundir import CHECKPOINT, clear_status
+    from ..run.rundir import CHECKPOINT, clear_status
 
     jobs = job["group"]
     if jobs[0].get("threads"):
@@ -178,7 +178,7 @@ class LocalExecutor:
 
 def _lost(job: dict, exc: BaseException) -> dict:
     """Record for a run whose worker failed outside :func:`execute_run` (killed, OOM, …)."""
-    from ..rundir import write_error
+    from ..run.rundir import write_error
 
     msg = _one_line(exc)
     try:

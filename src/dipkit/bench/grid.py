@@ -24,7 +24,7 @@ from ..baselines.naive import naive_reconstruction
 from ..errors import DipkitError
 from ..io import save_json, save_npy
 from ..io.guard import read_json, read_npy
-from ..rundir import is_complete
+from ..run.rundir import is_complete
 from .config import BenchConfig, CaseSpec, Instance, MethodSpec
 
 __all__ = ["RunSpec", "prepare_case", "plan_runs", "group_runs", "run_is_complete", "load_naive"]
@@ -131,12 +131,12 @@ def _run_spec(case: CaseSpec, inst: Instance, m: MethodSpec, seed: int, d: Path)
 
 
 def group_runs(specs: list[RunSpec]) -> list[list[RunSpec]]:
-    """``specs`` in groups that run as one batched engine run each (:mod:`dipkit.batched`): the
+    """``specs`` in groups that run as one batched engine run each (:mod:`dipkit.run.batched`): the
     seeds of one (case instance, method label) when its ``batch_seeds`` allows and the method can
-    be batched (:func:`dipkit.batched.why_not_batched`), at most ``batch_seeds`` per group;
+    be batched (:func:`dipkit.run.batched.why_not_batched`), at most ``batch_seeds`` per group;
     every other run is a group of one. Order is kept (a group sits where its first run was)."""
-    from ..batched import why_not_batched
-    from ..config import RunConfig
+    from ..run.batched import why_not_batched
+    from ..run.config import RunConfig
 
     groups: list[list[RunSpec]] = []
     open_: dict[tuple, list[RunSpec]] = {}

@@ -45,11 +45,11 @@ def add_arguments(a) -> None:
 def _jacobian(args) -> int:
     from ..analysis.jacobian import jacobian_svd, network_at_init
     from ..analysis.plots import save_image_grid, save_spectrum_plot
-    from ..config import RunConfig, parse_overrides
+    from ..run.config import RunConfig, parse_overrides
     from ..io.write import save_json, save_npy, save_text
     from ..nets import NETS, count_parameters
     from ..problem import Problem
-    from ..runner import resolve_device
+    from ..run.runner import resolve_device
 
     cfg = RunConfig(method="dip", iterations=1, seed=int(args.seed), device=args.device)
     if args.net:

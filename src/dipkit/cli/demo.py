@@ -20,9 +20,9 @@ def add_arguments(d) -> None:
 
 
 def run(args) -> int:
-    from ..config import RunConfig
+    from ..run.config import RunConfig
     from ..io import load_image_source, save_text
-    from ..runner import reconstruct
+    from ..run.runner import reconstruct
     from ..tasks import get_task
 
     out = Path(args.out)

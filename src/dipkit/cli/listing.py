@@ -27,7 +27,7 @@ def _methods(args) -> int:
         print(f"{'':<{width}}  ref: {ref}")
     print(f"{'auto':<{width}}  the method chosen without a ground truth: a portfolio per task ranked by held-out "
           "misfit, by successive halving (--combine K averages the K best)")
-    print(f"{'':<{width}}  ref: Jamieson & Talwalkar, AISTATS 2016 (successive halving); dipkit.auto")
+    print(f"{'':<{width}}  ref: Jamieson & Talwalkar, AISTATS 2016 (successive halving); dipkit.run.auto")
     return 0
 
 

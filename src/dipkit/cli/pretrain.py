@@ -1,6 +1,6 @@
 """``dipkit pretrain``: supervised pre-training of a network preset on random-ellipse phantoms for a
 task's operator — the warm start of the Educated DIP and the trajectory of the Subspace DIP
-(the training itself: :func:`dipkit.warmstart.pretrain`)."""
+(the training itself: :func:`dipkit.run.warmstart.pretrain`)."""
 
 from __future__ import annotations
 
@@ -50,9 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..config import parse_overrides
+    from ..run.config import parse_overrides
     from ..tasks import SIMULATE_OPTIONS
-    from ..warmstart import pretrain
+    from ..run.warmstart import pretrain
 
     given = {k: getattr(args, k) for k in SIMULATE_OPTIONS if getattr(args, k, None) is not None}
     if args.like and given:

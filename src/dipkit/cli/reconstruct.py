@@ -80,8 +80,8 @@ def add_arguments(r) -> None:
 
 
 def build_config(args):
-    """The :class:`~dipkit.config.RunConfig` of ``args`` (``--config``, then flags, then ``--set``)."""
-    from ..config import RunConfig, parse_overrides
+    """The :class:`~dipkit.run.config.RunConfig` of ``args`` (``--config``, then flags, then ``--set``)."""
+    from ..run.config import RunConfig, parse_overrides
 
     cfg = RunConfig()
     if args.config:
@@ -109,7 +109,7 @@ def _checkpoint_flags(cfg, args) -> None:
 
 def run(args) -> int:
     from ..problem import Problem
-    from ..runner import reconstruct
+    from ..run.runner import reconstruct
 
     if args.resume is not None:
         return _resume(args)
@@ -119,7 +119,7 @@ def run(args) -> int:
         raise DipkitError("reconstruct needs --out RUN_DIR")
     cfg = build_config(args)
     method = cfg.validate()  # checked (and built, once) before the problem is read
-    from ..rundir import prepare_run_dir
+    from ..run.rundir import prepare_run_dir
 
     if not args.overwrite:
         prepare_run_dir(args.out, overwrite=False)  # refuse a non-empty --out before any work
@@ -135,11 +135,11 @@ def _resume(args) -> int:
     """``--resume RUN_DIR``: the run's request and problem from its checkpoint, then continue it."""
     from pathlib import Path
 
-    from ..config import RunConfig
+    from ..run.config import RunConfig
     from ..engine.checkpoint import load_checkpoint
     from ..problem import Problem
-    from ..rundir import CHECKPOINT, METRICS
-    from ..runner import reconstruct
+    from ..run.rundir import CHECKPOINT, METRICS
+    from ..run.runner import reconstruct
 
     given = [f"--{k.replace('_', '-')}" for k in _RUN_OPTIONS if getattr(args, k, None) is not None]
     if args.set:

@@ -2,7 +2,7 @@
 
 Prints the run's summary (method, task, steps, why it stopped, the validation pick, PSNR/SSIM when
 a ground truth was known, wall time), draws ``progress.png`` and ``overview.png`` when they are
-missing (:mod:`dipkit.pictures`; ``--redraw``: always) and writes ``RUN_DIR/show.html``, one
+missing (:mod:`dipkit.run.pictures`; ``--redraw``: always) and writes ``RUN_DIR/show.html``, one
 self-contained page (images embedded) with the pictures and the summary; ``--open`` opens it in a
 browser. A directory that holds no complete run is a one-line error (exit 2).
 """
@@ -100,7 +100,7 @@ def show_html(run_dir: Path, lines: list[tuple[str, str]], pictures: list[Path])
 
 
 def _check(run_dir: Path) -> dict:
-    from ..rundir import CHECKPOINT, read_error, read_metrics
+    from ..run.rundir import CHECKPOINT, read_error, read_metrics
 
     if not run_dir.exists():
         raise DipkitError(f"{run_dir}: no such directory")
@@ -120,8 +120,8 @@ def _check(run_dir: Path) -> dict:
 
 def run(args) -> int:
     from ..io import save_text
-    from ..pictures import write_pictures
-    from ..rundir import SHOW_HTML
+    from ..run.pictures import write_pictures
+    from ..run.rundir import SHOW_HTML
 
     run_dir = Path(args.run_dir)
     metrics = _check(run_dir)

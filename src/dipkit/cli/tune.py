@@ -29,8 +29,8 @@ def add_arguments(t) -> None:
 
 
 def run(args) -> int:
-    from ..config import RunConfig, parse_overrides
-    from ..tune import parse_grid, tune
+    from ..run.config import RunConfig, parse_overrides
+    from ..run.tune import parse_grid, tune
 
     cfg = RunConfig(method=args.method)
     for key in ("iterations", "seed", "device"):

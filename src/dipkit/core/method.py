@@ -135,7 +135,7 @@ class Method:
     #: gradient steps when the run does not say (``--iterations``) and no ``val`` rule stops it
     default_iterations: ClassVar[int | None] = 3000
     #: the cap of a run that decides its own length (no ``--iterations``, the ``val`` rule stopping
-    #: it after a patience window without a new held-out minimum; :func:`dipkit.resolve.step_budget`);
+    #: it after a patience window without a new held-out minimum; :func:`dipkit.run.resolve.step_budget`);
     #: ``None``: the method always runs ``default_iterations`` (e.g. SGLD's posterior mean needs
     #: its burn-in and sampling phases)
     max_iterations: ClassVar[int | None] = 20000
@@ -153,7 +153,7 @@ class Method:
 
     def __init__(self, *, lr: float | None = None, ema: float | None = None):
         #: Adam learning rate; ``None``: the network preset's (:attr:`dipkit.nets.NetPreset.lr`),
-        #: resolved when the run starts (:func:`dipkit.resolve.resolve_config`)
+        #: resolved when the run starts (:func:`dipkit.run.resolve.resolve_config`)
         self.lr = None if lr is None else nonneg("lr", lr)
         self.ema = ema
         self.output = make_output_rule(ema)

@@ -1,7 +1,7 @@
 r"""Checkpoints: write a run's complete state to one file while it runs, to resume it later.
 
 :class:`Checkpointer` is a callback that writes ``payload(state)`` — built by the caller
-(:mod:`dipkit.runner`: the engine state, every callback's ``state_dict``, the resolved
+(:mod:`dipkit.run.runner`: the engine state, every callback's ``state_dict``, the resolved
 configuration, …) — with ``torch.save`` to one file, atomically (temporary file, fsync, rename),
 at the end of every ``every``-th step (:meth:`~dipkit.engine.Callback.on_iteration_end`: the
 step's outer update and the self-healing check are done, so the state is consistent and checked).

@@ -72,7 +72,7 @@ class Healer:
 
     @classmethod
     def from_config(cls, healing, every: int) -> "Healer | None":
-        """The healer of a run's ``healing`` settings (:class:`dipkit.config.HealingConfig`), or None when off."""
+        """The healer of a run's ``healing`` settings (:class:`dipkit.run.config.HealingConfig`), or None when off."""
         if not healing.enabled:
             return None
         return cls(every, max_rollbacks=int(healing.max_rollbacks), jump_factor=float(healing.jump_factor),

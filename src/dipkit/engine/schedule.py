@@ -228,7 +228,7 @@ def resolve_schedule(kind: str, method, has_val: bool) -> str:
 
 
 def make_schedule(kind: str, cfg, *, val=None, check_every: int = 10) -> Schedule | None:
-    """The schedule callback of resolved ``kind`` from ``cfg`` (a :class:`~dipkit.config.ScheduleConfig`);
+    """The schedule callback of resolved ``kind`` from ``cfg`` (a :class:`~dipkit.run.config.ScheduleConfig`);
     ``None`` for ``constant``. ``plateau`` needs the run's ``val`` callback (else: constant)."""
     if kind == "constant":
         return None

@@ -1,5 +1,5 @@
 r"""Exports of a reconstruction beside the NumPy array: float TIFF, Hounsfield units, DICOM, and the
-magnitude and phase of complex (MRI) images. Used by :func:`dipkit.rundir.write_run_dir`; every file
+magnitude and phase of complex (MRI) images. Used by :func:`dipkit.run.rundir.write_run_dir`; every file
 is written atomically (:func:`dipkit.io.atomic_write`).
 
 * :func:`save_tiff` — a ``[C, H, W]`` float32 image as a float32 TIFF (tifffile): one gray page for

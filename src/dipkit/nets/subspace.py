@@ -1,6 +1,6 @@
 r"""Parameter subspaces from a pre-training trajectory (CT paper §5.2; Barbano et al. 2024).
 
-``dipkit pretrain`` (:func:`dipkit.warmstart.pretrain`) records K snapshots
+``dipkit pretrain`` (:func:`dipkit.run.warmstart.pretrain`) records K snapshots
 :math:`\theta^{(1)},\dots,\theta^{(K)}\in\mathbb R^p` of the trainable parameters at uniformly
 spaced steps of the supervised training (38) — the *trajectory*, stored beside the weights as
 ``<weights stem>.trajectory.pt`` (:func:`trajectory_path`). :func:`subspace_basis` turns it into

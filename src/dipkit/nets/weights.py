@@ -1,7 +1,7 @@
 r"""Network weights files: save a state dict atomically, load one safely into a network.
 
 A weights file is a plain ``torch.save`` of a network's ``state_dict()`` (tensors on the CPU), as
-``dipkit pretrain`` writes it (:mod:`dipkit.warmstart`). ``net.weights=PATH`` (a network option of
+``dipkit pretrain`` writes it (:mod:`dipkit.run.warmstart`). ``net.weights=PATH`` (a network option of
 every run: ``--set net.weights=PATH``, ``dipkit.solve(..., net={"name": …, "weights": PATH})``)
 starts the network from such a file instead of its random initialisation (the CT paper's warm
 start, §5.1). Files are read with ``torch.load(weights_only=True)`` (no pickled code runs), and

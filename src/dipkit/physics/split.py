@@ -127,7 +127,7 @@ class ValidationSplit:
         ``"zero"`` (k-space, where zero-filling is the convention).
     :param split: ``"entries"`` (random measured entries) or ``"views"`` (whole views — the last
         axis — of a sinogram, spread over the views; at least one). Which measurements are
-        sinograms is the caller's business (:func:`dipkit.resolve.make_split`).
+        sinograms is the caller's business (:func:`dipkit.run.resolve.make_split`).
     :param score: ``"raw"`` (mean squared held-out misfit) or ``"ramp"`` (the same after the ramp
         filter along the detector axis, the second-last; needs ``split="views"``).
     :param fold: ``split="entries"``: which block of the seeded permutation of the measured entries

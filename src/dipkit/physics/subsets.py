@@ -23,7 +23,7 @@ the splitting and denoiser methods, Self-Guided DIP, aSeqDIP, DeepRED, linearise
 ``sgld`` it makes the Langevin dynamics *stochastic-gradient* Langevin dynamics proper). Outer
 updates (closed-form or CG x-updates, adaptive weights) and observers keep the full operator.
 ``dip-admm-v1``, whose network loss holds no data term, and the classical baselines reject the
-setting (:meth:`dipkit.config.RunConfig.validate`).
+setting (:meth:`dipkit.run.config.RunConfig.validate`).
 
 **Blocks** (on the last two axes of the measurement; every leading axis — real/imaginary part,
 coils, colour channels — belongs to the same block):

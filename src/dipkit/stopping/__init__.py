@@ -5,7 +5,7 @@ only record what the rule selects); several rules are separated by commas (``val
 first one's selection is the reconstruction, the others are recorded beside it. ``none`` means no
 rule; ``auto`` (the default) means ``val`` for network methods and no rule for the classical
 baselines (:func:`resolve_rule`). The text is parsed in one place, :func:`parse_rules` (used by
-:class:`dipkit.config.RunConfig`).
+:class:`dipkit.run.config.RunConfig`).
 
 Rules:
 
@@ -25,7 +25,7 @@ __all__ = ["WMV", "Validation", "select_iteration", "running_variance", "STOPPIN
            "parse_rule", "parse_rules", "NONE", "needs_split", "AUTO", "resolve_rule"]
 
 #: early-stopping rules: ``name -> builder(mode, es, *, check_every, split) -> Callback`` where ``es``
-#: is the run's :class:`~dipkit.config.EarlyStopConfig` and ``split`` its validation split (or None)
+#: is the run's :class:`~dipkit.run.config.EarlyStopConfig` and ``split`` its validation split (or None)
 STOPPING_RULES: Registry = Registry("early-stopping rule")
 
 

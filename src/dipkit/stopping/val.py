@@ -17,7 +17,7 @@ steps). The window grows with the step of the best iterate so far: a run whose b
 (slow CT runs peak after thousands of steps, with long flat stretches and temporary rises on the
 way) waits proportionally longer, while a fast one (denoising peaks after a few hundred steps)
 stops soon after its minimum. This is how a network method decides its own length
-(:func:`dipkit.resolve.step_budget`: with no ``--iterations`` the budget is only a cap).
+(:func:`dipkit.run.resolve.step_budget`: with no ``--iterations`` the budget is only a cap).
 
 The held-out entries carry only noise the fit never saw, so :math:`v` falls while the reconstruction improves and rises once the method starts to fit
 noise (or leaves the data): :math:`\mathbb E\,v(k) = \sigma^2 + \frac1{|H|}\|(A(\hat x_k - x))_H\|^2`.

@@ -12,7 +12,7 @@ import torch
 
 from ...io import save_figure
 from ...metrics import display_image, fov_mask, psnr
-from ...rundir import read_estimates, read_history
+from ...run.rundir import read_estimates, read_history
 from ..grid import load_naive
 
 __all__ = ["plot_misfit_curves", "plot_psnr_curves", "plot_recon_grid"]

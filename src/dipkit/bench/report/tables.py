@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ...io import save_text
-from ...rundir import read_error, read_metrics
+from ...run.rundir import read_error, read_metrics
 from ..grid import RunSpec
 
 __all__ = ["METRICS", "RUN_COLUMNS", "collect_runs", "mean_std", "aggregate", "write_csv", "result_columns",

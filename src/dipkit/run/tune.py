@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Callable
 
 from .config import RunConfig, _parse_scalar
-from .errors import DipkitError
-from .io import csv_text, save_json, save_text
+from ..errors import DipkitError
+from ..io import csv_text, save_json, save_text
 
 __all__ = ["parse_grid", "grid_points", "tune"]
 
@@ -48,14 +48,14 @@ def parse_grid(items: list[str]) -> dict[str, list]:
 
 
 def _label(point: dict) -> str:
-    from .bench.config import safe_name
+    from ..bench.config import safe_name
 
     return safe_name("_".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items()))
 
 
 def grid_points(base: RunConfig, grid: dict[str, list]) -> list[tuple[dict, RunConfig]]:
     """Every ``(point, config)`` of the grid: ``base`` with the point's settings and a ``val`` rule."""
-    from .stopping import parse_rules
+    from ..stopping import parse_rules
 
     rules = [] if base.early_stop.rule == "auto" else parse_rules(base.early_stop.rule)
     if not any(name == "val" for name, _ in rules):
@@ -81,8 +81,8 @@ def tune(problem: str | Path, base: RunConfig, grid: dict[str, list], out: str |
     :returns: ``{"rows": [...], "chosen": {point, misfit, …} | None, "chosen_metrics": {...} | None,
         "out": DIR}``.
     """
-    from .bench.executors import make_executor
-    from .problem import Problem
+    from ..bench.executors import make_executor
+    from ..problem import Problem
     from .rundir import read_metrics
     from .runner import reconstruct
 

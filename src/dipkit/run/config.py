@@ -16,7 +16,7 @@ Override keys (``--set key=value``, values parsed as YAML scalars):
 * ``schedule.kind``, ``schedule.window``, ``schedule.factor``, ``schedule.floor`` (the learning-rate
   schedule, :mod:`dipkit.engine.schedule`);
 * ``auto.candidates``, ``auto.min_steps``, ``auto.eta``, ``auto.combine`` (``method: auto``, the
-  method chosen by held-out misfit: :mod:`dipkit.auto`);
+  method chosen by held-out misfit: :mod:`dipkit.run.auto`);
 * ``validation.fraction``, ``validation.seed``, ``validation.refit``, ``validation.split``
   (``entries``/``views``/``auto``), ``validation.score`` (``raw``/``ramp``/``auto``) (the held-out
   split of the ``val`` rule);
@@ -37,8 +37,8 @@ from typing import Any
 
 import yaml
 
-from .errors import DipkitError
-from .io.guard import read_yaml, yaml_loads
+from ..errors import DipkitError
+from ..io.guard import read_yaml, yaml_loads
 
 __all__ = ["RunConfig", "NetConfig", "InputConfig", "EarlyStopConfig", "ValidationConfig", "CheckpointConfig",
            "HealingConfig", "DataConfig", "ScheduleConfig", "AutoConfig", "parse_overrides",
@@ -127,7 +127,7 @@ class ScheduleConfig:
 
 @dataclass
 class AutoConfig:
-    """``method: auto`` (:mod:`dipkit.auto`): the portfolio and its successive halving."""
+    """``method: auto`` (:mod:`dipkit.run.auto`): the portfolio and its successive halving."""
 
     candidates: Any = None  # comma-separated labels (or a list); None: the task's portfolio
     min_steps: int = 500  # first rung's steps per network candidate
@@ -230,7 +230,7 @@ class RunConfig:
                     raise DipkitError(f"{source}: unknown key {key!r} (known: "
                                       f"{', '.join(f'{section}.{n}' for n in sorted(names))})")
                 if section == "early_stop" and sub == "rule":
-                    from .stopping import NONE
+                    from ..stopping import NONE
 
                     value = None if value in NONE else str(value)
                 setattr(obj, sub, _coerce(key, value, getattr(type(obj)(), sub)))
@@ -289,10 +289,10 @@ class RunConfig:
         return exc
 
     def _validate(self):
-        from .inputs import INPUTS
-        from .methods import make_method
-        from .nets import check_options
-        from .stopping import parse_rules
+        from ..inputs import INPUTS
+        from ..methods import make_method
+        from ..nets import check_options
+        from ..stopping import parse_rules
 
         if self.method == "auto":
             from .auto import AutoSelection
@@ -314,7 +314,7 @@ class RunConfig:
             raise DipkitError(f"--ensemble needs a network method; {self.method!r} is deterministic")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise DipkitError(f"device must be auto, cpu or cuda, got {self.device!r}")
-        from .precision import check_precision
+        from ..precision import check_precision
 
         check_precision(self.precision)
         if not isinstance(self.fov_mask, bool):
@@ -377,7 +377,7 @@ def _check_extra_sections(cfg: "RunConfig") -> None:
             or not 0.0 < float(subset) <= 1.0):
         raise DipkitError(f"data.subset must be a number in (0, 1] (the share of measurement blocks "
                           f"per step; 1: full data term), got {subset!r}")
-    from .engine.schedule import SCHEDULES
+    from ..engine.schedule import SCHEDULES
 
     sc = cfg.schedule
     if sc.kind != "auto" and sc.kind not in SCHEDULES:

@@ -3,7 +3,7 @@
 :func:`reconstruct_seeds` runs the seeds ``s_1 … s_B`` of a configuration as a single engine run
 with batch ``B`` (the ensemble machinery, :class:`dipkit.nets.ensemble.Ensemble`: member ``b`` is
 built, initialised and fed random numbers exactly as the run with seed ``s_b``), and writes
-``B`` run directories that are those of ``B`` separate :func:`dipkit.runner.reconstruct` calls
+``B`` run directories that are those of ``B`` separate :func:`dipkit.run.runner.reconstruct` calls
 (to float tolerance: the operator and the loss see a batch instead of one sample).
 
 How one-by-one semantics are kept:
@@ -35,8 +35,8 @@ from pathlib import Path
 import torch
 
 from .config import RunConfig
-from .engine.callbacks import Callback, CallbackList
-from .errors import DipkitError
+from ..engine.callbacks import Callback, CallbackList
+from ..errors import DipkitError
 
 __all__ = ["reconstruct_seeds", "why_not_batched"]
 
@@ -114,7 +114,7 @@ class _MemberView:
 
 
 class _Frozen:
-    """What a member's run left: the fields :func:`dipkit.runner._finish` reads."""
+    """What a member's run left: the fields :func:`dipkit.run.runner._finish` reads."""
 
     def __init__(self, view: _MemberView):
         self.estimate = None if view.estimate is None else view.estimate.detach().clone()
@@ -169,20 +169,20 @@ class _Members(Callback):
 def reconstruct_seeds(problem, cfg: RunConfig, seeds: list[int], outs: list | None = None, *,
                       method=None) -> list | None:
     """Run ``cfg`` for each of ``seeds`` as one batched engine run; return the
-    :class:`~dipkit.rundir.RunResult` of each seed (and write ``outs[i]`` when given), as
-    :func:`dipkit.runner.reconstruct` with ``cfg.seed = seeds[i]`` would. ``None``: a self-healing
+    :class:`~dipkit.run.rundir.RunResult` of each seed (and write ``outs[i]`` when given), as
+    :func:`dipkit.run.runner.reconstruct` with ``cfg.seed = seeds[i]`` would. ``None``: a self-healing
     rollback happened, run the seeds one by one. A configuration that cannot be batched
     (:func:`why_not_batched`) is a :class:`DipkitError`."""
-    from .engine import run
-    from .engine.healing import Healer
-    from .engine.recorder import HistoryRecorder
-    from .metrics import fov_mask
+    from ..engine import run
+    from ..engine.healing import Healer
+    from ..engine.recorder import HistoryRecorder
+    from ..metrics import fov_mask
     from .rundir import prepare_run_dir
-    from .engine.schedule import make_schedule
+    from ..engine.schedule import make_schedule
     from .resolve import make_split, resolve_config, resolve_device, step_budget
     from .runner import _finish, _fit_view, _Run, build_state, direct_reconstruction
-    from .stopping import make_stopping_rule, needs_split, parse_rules
-    from .stopping.limits import TimeLimit
+    from ..stopping import make_stopping_rule, needs_split, parse_rules
+    from ..stopping.limits import TimeLimit
 
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):

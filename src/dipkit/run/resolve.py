@@ -1,8 +1,8 @@
 """Resolving a run's configuration for its problem and method: the device, the step budget
 (:func:`step_budget` — whether the run decides its own length), every ``auto`` default
 (:func:`resolve_config`), the validation split's kind and score (:func:`resolve_validation`) and the
-split itself (:func:`make_split`). Used by :mod:`dipkit.runner` (which re-exports these names),
-:mod:`dipkit.batched` and :mod:`dipkit.auto`.
+split itself (:func:`make_split`). Used by :mod:`dipkit.run.runner` (which re-exports these names),
+:mod:`dipkit.run.batched` and :mod:`dipkit.run.auto`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import copy
 import torch
 
 from .config import RunConfig
-from .errors import DipkitError
+from ..errors import DipkitError
 
 __all__ = ["resolve_device", "step_budget", "resolve_config", "resolve_validation", "make_split"]
 
@@ -38,7 +38,7 @@ def step_budget(cfg: RunConfig, method) -> tuple[int, str]:
     * ``("direct", 1)`` for a direct method (FBP).
 
     Returned as ``(steps, kind)``."""
-    from .stopping import parse_rules
+    from ..stopping import parse_rules
 
     if getattr(method, "direct", False):
         return 1, "direct"
@@ -61,11 +61,11 @@ def resolve_config(cfg: RunConfig, method, problem) -> RunConfig:
     split and score (:func:`resolve_validation`) and the precision
     (``auto`` → ``bf16`` where the problem's device does bf16 natively and the method allows it,
     else ``fp32``: :mod:`dipkit.precision`)."""
-    from .engine.schedule import resolve_schedule
-    from .inputs import resolve_input_kind
-    from .nets import NETS
-    from .precision import resolve_precision
-    from .stopping import parse_rules, resolve_rule
+    from ..engine.schedule import resolve_schedule
+    from ..inputs import resolve_input_kind
+    from ..nets import NETS
+    from ..precision import resolve_precision
+    from ..stopping import parse_rules, resolve_rule
 
     out = copy.deepcopy(cfg)
     out.precision = resolve_precision(cfg.precision, problem.y.device, method)
@@ -88,7 +88,7 @@ def resolve_config(cfg: RunConfig, method, problem) -> RunConfig:
 
 
 def resolve_validation(problem, validation) -> tuple[str, str]:
-    """``(split, score)`` of ``validation`` (a :class:`~dipkit.config.ValidationConfig`) for
+    """``(split, score)`` of ``validation`` (a :class:`~dipkit.run.config.ValidationConfig`) for
     ``problem``, ``auto`` resolved: ``split`` → ``entries`` (``views`` on a sinogram when the score
     is ``ramp``, which filters whole views); ``score`` → ``raw``. ``views`` on a non-sinogram and
     ``ramp`` without ``views`` are one-line :class:`DipkitError` s.
@@ -138,7 +138,7 @@ def make_split(problem, cfg: RunConfig):
     """The validation split of ``problem`` for ``cfg.validation`` (MRI: held-out k-space is
     zero-filled in network inputs; sinograms and images: filled from neighbours), with the split
     kind and score of :func:`resolve_validation`."""
-    from .physics.split import ValidationSplit
+    from ..physics.split import ValidationSplit
 
     fill = "zero" if str(problem.spec.get("kind", "")).startswith("mri") else "neighbours"
     split, score = resolve_validation(problem, cfg.validation)

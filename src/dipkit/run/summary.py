@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 
-from .metrics import psnr, ssim
-from .uncertainty import calibration
+from ..metrics import psnr, ssim
+from ..uncertainty import calibration
 
 __all__ = ["metric_pair", "finite", "selection", "ensemble_info", "uncertainty_info", "stop_info"]
 

@@ -51,7 +51,7 @@ from typing import Any, Callable
 import torch
 
 from .config import RunConfig
-from .errors import DipkitError
+from ..errors import DipkitError
 
 __all__ = ["PORTFOLIOS", "CANDIDATES", "portfolio", "candidate_config", "AutoSelection", "successive_halving",
            "reconstruct_auto", "SELECTION_CSV", "SELECTION_MD", "CANDIDATES_DIR"]
@@ -103,7 +103,7 @@ def candidate_config(cfg: RunConfig, label: str) -> RunConfig:
     (seed, device, precision, validation split, schedule, cap, network options where the network
     is the same) and the ``val`` rule for network methods (it stops them; a classical baseline runs
     its own budget and its final result is scored)."""
-    from .methods import get_method
+    from ..methods import get_method
 
     spec = CANDIDATES.get(label, {"method": label})
     c = copy.deepcopy(cfg)
@@ -238,15 +238,15 @@ class _Candidate:
 
 def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = False, console=None,
                      overwrite: bool = True, dicom: bool = False, log: Callable[[str], None] | None = None):
-    """``--method auto`` on ``problem`` (module docs); returns the :class:`~dipkit.rundir.RunResult`
+    """``--method auto`` on ``problem`` (module docs); returns the :class:`~dipkit.run.rundir.RunResult`
     of the chosen (or combined) reconstruction and writes the run directory when ``out_dir`` is given."""
-    from . import __version__
-    from .metrics import fov_mask
+    from .. import __version__
+    from ..metrics import fov_mask
     from .rundir import RunResult, prepare_run_dir, write_run_dir
     from .resolve import make_split, resolve_config, resolve_device
     from .runner import _advance, _build_run, _finish, direct_reconstruction
-    from .stopping import parse_rules
-    from .stopping.limits import TimeLimit
+    from ..stopping import parse_rules
+    from ..stopping.limits import TimeLimit
     from .summary import metric_pair
 
     sel = cfg.validate()
@@ -357,7 +357,7 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
             c.result["auto_fit"] = {"misfit": c.misfit(), "psnr": fit_result.get("psnr"),
                                     "validation": fit_result.get("validation")}
             if out is not None:
-                from .io import save_json
+                from ..io import save_json
                 from .rundir import METRICS
 
                 save_json(out / CANDIDATES_DIR / c.label / METRICS, dict(c.result))
@@ -403,7 +403,7 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
         + (f"; combined the {k} best (misfit {_fmt(combine_info['misfit'])})" if k > 1 else "")
         + f" — {total_steps} network steps in all, {wall:.0f} s")
     if out is not None:
-        from .io import csv_text, save_text
+        from ..io import csv_text, save_text
 
         save_text(out / SELECTION_CSV, csv_text(rows, _COLUMNS))
         save_text(out / SELECTION_MD, _markdown(rows, chosen.label, combine_info, total_steps, wall))

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DipkitError
+from ..errors import DipkitError
 
 __all__ = ["pretrain", "record_path", "PRETRAIN_INPUTS"]
 
@@ -56,8 +56,8 @@ def record_path(weights: str | Path) -> Path:
 
 def _template(task, like, size, task_options, seed, device):
     """The problem whose operator and noise rule the training pairs use."""
-    from .problem import Problem
-    from .tasks import get_task
+    from ..problem import Problem
+    from ..tasks import get_task
 
     if like is not None:
         problem = like if isinstance(like, Problem) else Problem.load(like)
@@ -71,7 +71,7 @@ def _template(task, like, size, task_options, seed, device):
     if wrong:
         raise DipkitError(f"task {t.name!r} does not take " + ", ".join(wrong)
                           + f" (it takes: {', '.join(t.options) or 'none'})")
-    from .phantoms import random_ellipses
+    from ..phantoms import random_ellipses
 
     img = random_ellipses(1, size, generator=torch.Generator().manual_seed(int(seed)))[0].numpy()
     problem = t.simulate(img.astype(np.float32), seed=int(seed), **task_options)
@@ -119,14 +119,14 @@ def pretrain(out: str | Path, *, task: str = "ct", like=None, size: int = 64, ta
     :param schedule: ``"cosine"`` (default: cosine decay from ``lr`` to ``lr/100``) or ``"constant"``.
     :param checkpoints: K, the trajectory snapshots (uniformly spaced; for ``subspace-dip``, k ≤ K − 1).
     """
-    from . import __version__
-    from .inputs import make_input
-    from .io import save_json
-    from .nets import build_net, count_parameters
-    from .nets.subspace import flat_parameters, save_trajectory, trajectory_path
-    from .nets.weights import save_weights
-    from .phantoms import random_ellipses
-    from .problem import Problem
+    from .. import __version__
+    from ..inputs import make_input
+    from ..io import save_json
+    from ..nets import build_net, count_parameters
+    from ..nets.subspace import flat_parameters, save_trajectory, trajectory_path
+    from ..nets.weights import save_weights
+    from ..phantoms import random_ellipses
+    from ..problem import Problem
     from .resolve import resolve_device
 
     steps, batch_size, checkpoints, size = int(steps), int(batch_size), int(checkpoints), int(size)

@@ -3,7 +3,7 @@
 Both are drawn when the run is over (never inside the optimisation loop), from what the run
 directory holds: the history (``history.csv``), the summary (``metrics.json``) and the images
 (``reconstruction.npy``, ``direct.npy``, ``uncertainty.npy``). :func:`write_pictures` redraws them
-from a run directory alone (``dipkit show``); :func:`dipkit.rundir.write_run_dir` draws them from the
+from a run directory alone (``dipkit show``); :func:`dipkit.run.rundir.write_run_dir` draws them from the
 run's result, which holds the same data.
 
 * ``progress.png`` — the loss and the held-out misfit (``val``, when the run had a validation
@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import save_figure
-from .metrics import display_image
+from ..io import save_figure
+from ..metrics import display_image
 
 __all__ = ["direct_from_problem", "direct_label", "plot_overview", "plot_progress", "pyplot", "write_pictures"]
 
@@ -332,14 +332,14 @@ def _load(path: Path) -> np.ndarray | None:
 def direct_from_problem(metrics: dict) -> np.ndarray | None:
     """The direct reconstruction ``[C, H, W]`` of the problem file the run names (``problem_file``),
     for run directories written before ``direct.npy`` existed; None when it cannot be had."""
-    from .errors import DipkitError
+    from ..errors import DipkitError
 
     file = metrics.get("problem_file")
     if not file or not Path(file).is_file():
         return None
     try:
-        from .baselines.naive import naive_reconstruction
-        from .problem import Problem
+        from ..baselines.naive import naive_reconstruction
+        from ..problem import Problem
 
         x = naive_reconstruction(Problem.load(file))
     except (DipkitError, RuntimeError, ValueError):

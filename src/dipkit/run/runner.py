@@ -1,4 +1,4 @@
-"""Build a run from a :class:`~dipkit.config.RunConfig` and start it on the engine.
+"""Build a run from a :class:`~dipkit.run.config.RunConfig` and start it on the engine.
 
 :func:`reconstruct` is what ``dipkit reconstruct`` (and every bench and tune run) calls. The data
 flow of one run::
@@ -8,9 +8,9 @@ flow of one run::
         network f_θ, input z, meta) ──▶ engine.run(method, state, [stopping rules, HistoryRecorder,
         progress bar]) ──▶ [refit on all data] ──▶ RunResult ──▶ rundir.write_run_dir
 
-Defaults that depend on the problem or the network are resolved by :mod:`dipkit.resolve` (:func:`resolve_config`) and
+Defaults that depend on the problem or the network are resolved by :mod:`dipkit.run.resolve` (:func:`resolve_config`) and
 the resolved values are what ``config.yaml`` records. The files of the run directory and their
-reading back are in :mod:`dipkit.rundir`.
+reading back are in :mod:`dipkit.run.rundir`.
 
 **Checkpoints and resuming.** With a run directory, the run writes ``checkpoint.pt``
 (:mod:`dipkit.engine.checkpoint`; ``checkpoint.every``: auto by default) holding the request and the
@@ -41,12 +41,12 @@ import numpy as np
 import torch
 
 from .config import RunConfig
-from .errors import DipkitError
-from .metrics import fov_mask
+from ..errors import DipkitError
+from ..metrics import fov_mask
 from .rundir import CHECKPOINT, RunResult, prepare_run_dir, remove_checkpoint, write_run_dir
 from .summary import ensemble_info, finite, metric_pair, selection, stop_info, uncertainty_info
 from .resolve import make_split, resolve_config, resolve_device, resolve_validation, step_budget
-from .uncertainty import ensemble_mean_std, posterior_std
+from ..uncertainty import ensemble_mean_std, posterior_std
 
 __all__ = ["reconstruct", "resolve_device", "resolve_config", "build_state", "make_split", "resolve_validation",
            "RunResult", "expected_in_channels", "CHECKPOINT_VERSION", "step_budget", "direct_reconstruction"]
@@ -57,7 +57,7 @@ CHECKPOINT_VERSION = 1
 
 def _fit_view(problem, split):
     """The problem as the fit sees it: the masked operator and the measurement without held-out entries."""
-    from .problem import Problem
+    from ..problem import Problem
 
     return Problem(physics=split.fit_physics(), y=split.fit_y(), spec=problem.spec, x_true=problem.x_true,
                    meta=problem.meta)
@@ -75,7 +75,7 @@ def expected_in_channels(net: torch.nn.Module) -> int | None:
 
 def _user_net(net, problem, cfg: RunConfig, gen, device):
     """A copy of the user's network on ``device`` and its input z (see :func:`dipkit.api.solve`)."""
-    from .inputs import make_input
+    from ..inputs import make_input
 
     if not isinstance(net, torch.nn.Module):
         raise DipkitError(f"net must be a torch.nn.Module, got {type(net).__name__}")
@@ -97,7 +97,7 @@ def _user_net(net, problem, cfg: RunConfig, gen, device):
 
 def _autocast_dtype(cfg: RunConfig, method, device) -> torch.dtype | None:
     """``torch.bfloat16`` when the run's (resolved) precision is bf16, else None (full precision)."""
-    from .precision import resolve_precision
+    from ..precision import resolve_precision
 
     return torch.bfloat16 if resolve_precision(cfg.precision, device, method) == "bf16" else None
 
@@ -110,7 +110,7 @@ def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=No
     ``net``: a user's ``nn.Module`` used as f_θ instead of ``cfg.net`` (a copy, moved to the device;
     its weights as given are the initialisation); its input follows ``cfg.input`` with, for
     ``noise``, the channels of the module's first convolution unless ``input.channels`` says."""
-    from .engine import State
+    from ..engine import State
 
     steps, _ = step_budget(cfg, method)
     n = int(cfg.ensemble) if method.uses_network else 1
@@ -129,8 +129,8 @@ def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=No
         gen = torch.Generator(device=device).manual_seed(int(seeds[i]))
         gens.append(gen)
         if method.uses_network:
-            from .inputs import make_input
-            from .nets import build_net
+            from ..inputs import make_input
+            from ..nets import build_net
 
             if net is not None:
                 if n > 1:
@@ -146,7 +146,7 @@ def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=No
                 device=device, dtype=problem.y.dtype))
     state.generator = gens[0]
     if n > 1:
-        from .nets.ensemble import Ensemble
+        from ..nets.ensemble import Ensemble
 
         state.generators = gens
     if method.uses_network:
@@ -156,7 +156,7 @@ def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=No
         state.net = nets[0] if n == 1 else Ensemble(nets)
         state.net.train()
         state.z_perturb = float(cfg.input.perturb)
-        from .physics.subsets import make_subset_term
+        from ..physics.subsets import make_subset_term
 
         # stochastic DIP (data.subset < 1): built on the fit view, so held-out entries stay out
         state.data_term = make_subset_term(problem.physics, y, float(cfg.data.subset))
@@ -192,13 +192,13 @@ def _build_run(method, problem, cfg: RunConfig, device, *, split, rules, mask, q
     """Build a run (state and callbacks; restored from ``restore``, a :meth:`_Run.state_dict`, when
     given) without starting it: :func:`_advance` runs it (and may continue it with a larger budget,
     as ``--method auto``'s successive halving does)."""
-    from .engine.healing import Healer
-    from .engine.progress import ProgressBar
-    from .engine.recorder import HistoryRecorder
-    from .engine.schedule import make_schedule
-    from .engine.state import to_device_tree
-    from .stopping import make_stopping_rule
-    from .stopping.limits import TimeLimit
+    from ..engine.healing import Healer
+    from ..engine.progress import ProgressBar
+    from ..engine.recorder import HistoryRecorder
+    from ..engine.schedule import make_schedule
+    from ..engine.state import to_device_tree
+    from ..stopping import make_stopping_rule
+    from ..stopping.limits import TimeLimit
 
     fit = problem if split is None else _fit_view(problem, split)
     state = build_state(method, fit, cfg, device, net=net)
@@ -236,7 +236,7 @@ def _build_run(method, problem, cfg: RunConfig, device, *, split, rules, mask, q
 
 def _advance(method, run_: _Run, max_steps: int | None = None) -> _Run:
     """Run (or continue) ``run_`` on the engine up to ``max_steps`` steps (default: its budget)."""
-    from .engine import run
+    from ..engine import run
 
     if max_steps is not None:
         run_.state.max_steps = int(max_steps)
@@ -262,7 +262,7 @@ def _run_once(method, problem, cfg: RunConfig, device, *, split, rules, mask, qu
 
 def _comparable(request: dict) -> dict:
     """A request as plain JSON values, without its checkpoint settings (they do not change the result)."""
-    from .io.write import _jsonable
+    from ..io.write import _jsonable
 
     out = json.loads(json.dumps(_jsonable(request)))
     if isinstance(out, dict):
@@ -272,7 +272,7 @@ def _comparable(request: dict) -> dict:
 
 def _load_resume(out: Path, cfg: RunConfig, problem, resume) -> dict | None:
     """The checkpoint to resume from (``resume``: True, or "auto" — only when one that matches exists)."""
-    from .engine.checkpoint import load_checkpoint
+    from ..engine.checkpoint import load_checkpoint
 
     path = out / CHECKPOINT
     if resume == "auto" and not path.is_file():
@@ -304,7 +304,7 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
     once per run). ``overwrite``: with ``True`` (the library default, used by bench, tune and the
     demo, which manage their run directories) the old run's files in ``out_dir`` are removed before
     the run; with ``False`` (``dipkit reconstruct`` without ``--overwrite``) a non-empty ``out_dir``
-    is refused (:func:`dipkit.rundir.prepare_run_dir`). ``resume``: ``True`` continues the run
+    is refused (:func:`dipkit.run.rundir.prepare_run_dir`). ``resume``: ``True`` continues the run
     whose ``checkpoint.pt`` is in ``out_dir`` (same configuration and problem, else a DipkitError);
     ``"auto"`` does so when a matching checkpoint exists and otherwise starts afresh (``dipkit bench
     --resume``). ``dicom``: also write ``reconstruction.dcm`` (CT from a DICOM source; checked before
@@ -331,10 +331,10 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
     checkpoint) and ``checkpoint`` (``{every, written}``; ``every`` null: none was written).
     ``config.yaml`` holds the resolved configuration. PSNR/SSIM are null without a ground truth.
     """
-    from . import __version__
-    from .engine.checkpoint import Checkpointer, save_checkpoint
+    from .. import __version__
+    from ..engine.checkpoint import Checkpointer, save_checkpoint
     from .rundir import can_write_dicom
-    from .stopping import needs_split, parse_rules
+    from ..stopping import needs_split, parse_rules
 
     if cfg.method == "auto":  # the method chosen by held-out misfit: a selection over runs
         from .auto import reconstruct_auto
@@ -436,7 +436,7 @@ def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, q
 def direct_reconstruction(problem) -> torch.Tensor | None:
     """The problem's direct reconstruction ``[1, C, H, W]`` (the ``naive`` baseline: FBP, zero-filled
     magnitude, the degraded input, least squares) for ``overview.png``; None when there is none."""
-    from .baselines.naive import naive_reconstruction
+    from ..baselines.naive import naive_reconstruction
 
     try:
         return naive_reconstruction(problem).detach()
@@ -450,7 +450,7 @@ def _finish(main: _Run, *, method, problem, cfg: RunConfig, resolved: RunConfig,
     given. ``do_refit(val_cb) -> _Run``: the refit of ``validation.refit`` (None: no refit).
     ``naive``: the problem's direct reconstruction when the caller has it (computed here when ``out``
     is given and it is None)."""
-    from . import __version__
+    from .. import __version__
 
     direct = getattr(method, "direct", False)
     state, recorder = main.state, main.recorder
@@ -533,7 +533,7 @@ def _finish(main: _Run, *, method, problem, cfg: RunConfig, resolved: RunConfig,
         checkpoint=ck.describe() if ck is not None else {"every": None, "written": 0},
     )
     if net is not None:
-        from .nets import count_parameters
+        from ..nets import count_parameters
 
         result["net"] = {"module": type(net).__name__, "parameters": count_parameters(net)}
     result.reconstruction = recon

@@ -1,6 +1,6 @@
 """The run directory: what one run writes, how it is read back, and when it is complete.
 
-Used by ``dipkit reconstruct`` (:mod:`dipkit.runner`) and ``dipkit bench`` (:mod:`dipkit.bench`).
+Used by ``dipkit reconstruct`` (:mod:`dipkit.run.runner`) and ``dipkit bench`` (:mod:`dipkit.bench`).
 Every file is written atomically (temporary file + rename); ``metrics.json`` is written last, so its
 presence marks a complete run.
 
@@ -29,11 +29,11 @@ file                       content
                            last row is the final step
 ``psnr_curve.png``         PSNR vs iteration with the peak and early-stop marks (ground truth known)
 ``progress.png``           loss and held-out misfit vs iteration (log axes) with the picks, the stop
-                           and the rollbacks marked; PSNR too when known (:mod:`dipkit.pictures`);
+                           and the rollbacks marked; PSNR too when known (:mod:`dipkit.run.pictures`);
                            every run with a history of two rows or more
 ``overview.png``           the direct reconstruction (FBP, zero-filled, the degraded input), the
                            reconstruction, the uncertainty map when there is one and the difference,
-                           with colour bars (:mod:`dipkit.pictures`); every run
+                           with colour bars (:mod:`dipkit.run.pictures`); every run
 ``direct.npy``             the problem's direct reconstruction ``[C, H, W]`` (the ``naive`` baseline's:
                            FBP, zero-filled magnitude, the degraded input, least squares) for
                            ``overview.png``
@@ -61,11 +61,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import DipkitError
-from .io import atomic_write, save_figure, save_json, save_npy, save_png, save_text, save_yaml
-from .io.guard import read_json, read_npz, read_yaml
-from .io.write import _jsonable
-from .metrics import magnitude
+from ..errors import DipkitError
+from ..io import atomic_write, save_figure, save_json, save_npy, save_png, save_text, save_yaml
+from ..io.guard import read_json, read_npz, read_yaml
+from ..io.write import _jsonable
+from ..metrics import magnitude
 
 __all__ = ["RunResult", "RECONSTRUCTION", "RECONSTRUCTION_PNG", "ESTIMATES", "CONFIG", "HISTORY", "PSNR_CURVE",
            "UNCERTAINTY", "UNCERTAINTY_PNG", "CALIBRATION", "MEMBERS",
@@ -191,7 +191,7 @@ def remove_checkpoint(out: str | Path) -> None:
 
 def can_write_dicom(source: dict | None, operator_kind: str | None) -> bool:
     """Whether HU and DICOM outputs are possible: a CT problem whose source is a DICOM CT slice."""
-    from .io.export import hu_window
+    from ..io.export import hu_window
 
     return operator_kind == "ct" and hu_window(source) is not None
 
@@ -206,7 +206,7 @@ def write_run_dir(out: str | Path, result: RunResult, *, dicom: bool = False) ->
 
     ``dicom``: also write ``reconstruction.dcm`` (a CT problem from a DICOM source, else a DipkitError).
     """
-    from .io.export import complex_parts, hu_window, save_tiff, to_hu, write_dicom
+    from ..io.export import complex_parts, hu_window, save_tiff, to_hu, write_dicom
 
     out = Path(out)
     try:
@@ -225,7 +225,7 @@ def write_run_dir(out: str | Path, result: RunResult, *, dicom: bool = False) ->
         hu = to_hu(recon, hu_window(source))
         save_npy(out / RECONSTRUCTION_HU, hu)
         if dicom:
-            from . import __version__
+            from .. import __version__
 
             write_dicom(out / RECONSTRUCTION_DICOM, hu, source, description=f"dipkit {result['method']}",
                         version=__version__)
@@ -254,7 +254,7 @@ def write_run_dir(out: str | Path, result: RunResult, *, dicom: bool = False) ->
         save_png(out / UNCERTAINTY_PNG, shown, vmin=0.0, vmax=max(float(shown.max()), 1e-12))
         calib = (result.get("uncertainty") or {}).get("calibration")
         if calib and calib.get("bins"):
-            from .uncertainty import plot_calibration
+            from ..uncertainty import plot_calibration
 
             plot_calibration(out / CALIBRATION, calib, title=f"{result['method']}: uncertainty calibration")
     if result.members is not None:
@@ -269,7 +269,7 @@ def write_run_dir(out: str | Path, result: RunResult, *, dicom: bool = False) ->
 
 
 def _draw_pictures(out: Path, result: RunResult, recon: np.ndarray, direct: np.ndarray | None) -> None:
-    """``progress.png`` and ``overview.png`` (:mod:`dipkit.pictures`) from the result's history and
+    """``progress.png`` and ``overview.png`` (:mod:`dipkit.run.pictures`) from the result's history and
     summary (what ``history.csv`` and ``metrics.json`` hold). A picture that cannot be drawn is a
     warning, never a lost run."""
     import warnings
