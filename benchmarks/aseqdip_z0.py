@@ -33,7 +33,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     from dipkit.run.config import RunConfig
     from dipkit.io import load_image_source
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
     from dipkit.tasks import get_task
 
     res = json.load(open(args.out)) if os.path.exists(args.out) else {}

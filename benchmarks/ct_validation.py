@@ -119,7 +119,7 @@ def run_one(case: str, method: str, split_kind: str, fraction: float, work: Path
     """One full-budget run (cached in ``work``): the snapshots' PSNR and every score."""
     from dipkit.run.config import RunConfig
     from dipkit.metrics import psnr
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
     from dipkit.stopping.val import Validation
 
     f = work / (f"{case}__{method}__all.json" if split_kind == "all" else f"{case}__{method}__{split_kind}@{fraction:g}"

@@ -30,7 +30,7 @@ import torch
 
 from dipkit.run.config import RunConfig, parse_overrides
 from dipkit.problem import Problem
-from dipkit.run.runner import reconstruct
+from dipkit.run import reconstruct
 
 
 def worst_drop(psnr) -> float:

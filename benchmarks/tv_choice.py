@@ -4,7 +4,7 @@ For every case at 128² — the project's images (``ct``, ``mr``, ``astronaut``)
 tuned on (``head-ct``, ``abdomen-mr``, ``motorcycle``) — it reports
 
 * **auto**: ``dipkit reconstruct P --method tv`` with its defaults, through the same runner as the
-  CLI (:func:`dipkit.run.runner.reconstruct`): the α it chose, its PSNR, and its wall time (the run's
+  CLI (:func:`dipkit.run.reconstruct`): the α it chose, its PSNR, and its wall time (the run's
   ``wall_time_s``, which includes the α search; process start-up and imports are not in it) and
   the CPU time of the whole call (``cpu_s``: one thread, so less sensitive than the wall time to
   other jobs on a shared machine);
@@ -96,7 +96,7 @@ def oracle(problem, nonneg: bool) -> dict:
 
 def auto(problem) -> dict:
     from dipkit.run.config import RunConfig
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     cfg = RunConfig.from_dict({"method": "tv", "device": "cpu"})
     t0, c0 = time.perf_counter(), time.process_time()

@@ -19,7 +19,7 @@ import torch
 
 from dipkit.run.config import RunConfig
 from dipkit.problem import Problem
-from dipkit.run.runner import reconstruct
+from dipkit.run import reconstruct
 
 GRID = [1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2, 3.16e-2, 0.1, 0.316, 1, 3.16, 10, 31.6, 100]
 

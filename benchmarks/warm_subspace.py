@@ -35,7 +35,8 @@ from dipkit.run.config import RunConfig
 from dipkit.io import save_json
 from dipkit.metrics import psnr
 from dipkit.problem import Problem
-from dipkit.run.runner import build_state, reconstruct, resolve_config
+from dipkit.run import reconstruct
+from dipkit.run.runner import build_state, resolve_config
 
 WITHIN_DB = 0.5
 

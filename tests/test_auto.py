@@ -9,9 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from dipkit.run.auto import AutoSelection, candidate_config, portfolio, successive_halving
-from dipkit.run.config import RunConfig
 from dipkit.errors import DipkitError
+from dipkit.run.auto import successive_halving
+from dipkit.run.config import RunConfig
+from dipkit.run.portfolio import AutoSelection, candidate_config, portfolio
 
 from .conftest import TINY_NET
 
@@ -80,7 +81,7 @@ def test_portfolios_per_task(ct_problem):
 @pytest.fixture(scope="module")
 def auto_run(tmp_path_factory):
     """One tiny auto run with combine=2 (shared by the tests below)."""
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
     from dipkit.tasks import get_task
 
     from .conftest import tiny_image
@@ -155,7 +156,7 @@ def test_auto_cli_and_bench_row(ct_problem_file, tmp_path):
 
 
 def test_a_baseline_candidate_is_scored_on_the_fit_view_and_returns_its_solve_on_all_data(auto_run):
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     problem, res, out = auto_run
     m = json.loads((out / "candidates" / "tv" / "metrics.json").read_text())

@@ -1,4 +1,4 @@
-from dipkit.run.runner import reconstruct
+from dipkit.run import reconstruct
 
 
 def test_fbp_and_tv_runs(ct_problem, tiny_cfg):

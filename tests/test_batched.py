@@ -46,7 +46,7 @@ def test_batched_seeds_equal_one_by_one(ct16, tmp_path):
     early are frozen at their own stop step)."""
     from dipkit.run.batched import reconstruct_seeds
     from dipkit.run.config import RunConfig
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     cfg = _cfg("aseqdip", iterations=50)
     seeds = [0, 3]

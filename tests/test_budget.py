@@ -17,7 +17,8 @@ from dipkit.engine.output import LastIterate
 from dipkit.engine.schedule import Cosine, Plateau, resolve_schedule
 from dipkit.methods import make_method
 from dipkit.physics.split import ValidationSplit
-from dipkit.run.runner import reconstruct, step_budget
+from dipkit.run import reconstruct
+from dipkit.run.runner import step_budget
 from dipkit.stopping import Validation, resolve_rule
 from dipkit.stopping.limits import TimeLimit
 

@@ -125,7 +125,7 @@ def test_bad_options_raise(kw, message):
 
 def test_runs_through_runner_and_lowers_error(ct_problem):
     from dipkit.run.config import RunConfig
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     cfg = RunConfig(method="dip", iterations=80, device="cpu", log_every=10)
     cfg.net.name = "deep-decoder"

@@ -3,7 +3,7 @@
 import torch
 
 from dipkit.metrics import psnr
-from dipkit.run.runner import reconstruct
+from dipkit.run import reconstruct
 
 
 def test_dip_lowers_error_on_tiny_problem(ct_problem, tiny_cfg):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dipkit.errors import DipkitError
-from dipkit.run.runner import reconstruct
+from dipkit.run import reconstruct
 
 
 @pytest.mark.parametrize("perturb", [0.0, 0.05])

@@ -34,7 +34,7 @@ class Faulty(DIP):
 
 
 def _run(ct_problem, tiny_cfg, method, tmp_path=None, **settings):
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     cfg = tiny_cfg("dip", iterations=30, lr=1e-2)
     cfg.params = {}

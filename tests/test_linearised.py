@@ -132,7 +132,7 @@ def test_small_steps_match_vanilla_dip_to_first_order(optimizer):
 
 
 def test_runs_through_runner_and_lowers_loss(ct_problem, tiny_cfg):
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     res = reconstruct(ct_problem, tiny_cfg("linearised-dip", iterations=20), quiet=True)
     loss = res.history["loss"]
@@ -159,7 +159,7 @@ def test_ensemble_members_are_separate_runs(ct_problem, tiny_cfg):
 
 
 def test_bf16_is_refused_with_one_line(ct_problem, tiny_cfg):
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     cfg = tiny_cfg("linearised-dip", iterations=2)
     cfg.precision = "bf16"

@@ -141,7 +141,7 @@ def test_aseqdip_history_peak_and_final_agree(ct_problem, tiny_cfg):
     """The last z update happens at the last step, after on_step_end: the history's last row,
     the peak and the final value must still all describe the returned estimate."""
     from dipkit.metrics import psnr
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     for steps, every in [(12, 4), (12, 6), (11, 4)]:  # last step: an outer update / none
         cfg = tiny_cfg("aseqdip", iterations=steps, lr=1e-2, inner_steps=2)

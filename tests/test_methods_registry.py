@@ -6,7 +6,7 @@ import torch
 
 from dipkit.methods import METHODS
 from dipkit.metrics import psnr
-from dipkit.run.runner import reconstruct
+from dipkit.run import reconstruct
 
 #: per-method overrides for the 30-step smoke run (fast learning rates for tiny problems)
 SMOKE = {name: ({"lr": 1e-2} if "lr" in cls.hyperparameters() else {}) for name, cls in METHODS.items()}

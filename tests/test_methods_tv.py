@@ -64,7 +64,7 @@ def test_dip_tv_loss_is_data_plus_alpha_tv(ct_problem):
 def test_dip_tv_auto_alpha_is_a_quarter_of_tvs_ground_truth_free_choice(ct_problem, tiny_cfg):
     from dipkit.baselines.tv_alpha import choose_alpha
     from dipkit.methods.tv import AUTO_FRACTION
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     m = make_method("dip-tv")
     assert m.alpha == "auto"

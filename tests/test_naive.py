@@ -100,7 +100,7 @@ def test_batch_and_image_shape(task, kw):
 
 
 def test_through_the_runner(tiny_cfg):
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     p = sim("deblur")
     res = reconstruct(p, tiny_cfg("naive", iterations=None), quiet=True)

@@ -76,7 +76,7 @@ def test_dicom_needs_a_dicom_ct_source(ct_problem_file, tmp_path, capsys):
 
 
 def test_mri_magnitude_and_phase(tmp_path):
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
     from dipkit.tasks import get_task
 
     from .conftest import tiny_image
@@ -121,7 +121,7 @@ def test_non_empty_out_is_refused_and_overwrite_leaves_no_stale_files(ct_problem
 def test_library_and_bench_manage_their_run_dirs(ct_problem, tiny_cfg, tmp_path):
     """The library default replaces the old run (bench, tune and the demo rerun into their dirs)."""
     from dipkit.errors import DipkitError
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     cfg = tiny_cfg("dip", iterations=4, lr=1e-2)
     cfg.ensemble = 2

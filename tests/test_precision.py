@@ -6,7 +6,7 @@ import torch
 from dipkit import precision as prec
 from dipkit.run.config import RunConfig
 from dipkit.errors import DipkitError
-from dipkit.run.runner import reconstruct
+from dipkit.run import reconstruct
 
 
 @pytest.fixture

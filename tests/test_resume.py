@@ -150,7 +150,7 @@ def _cfg(tiny_cfg, method, params, settings, iterations=30):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_interrupted_run_resumes_bit_for_bit(case, ct_problem, tiny_cfg, tmp_path, interrupt):
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     method, params, settings = CASES[case]
     ref = reconstruct(ct_problem, _cfg(tiny_cfg, method, params, settings), tmp_path / "ref", quiet=True)
@@ -171,7 +171,7 @@ def test_val_rule_with_refit_resumes_in_either_phase(ct_problem, tiny_cfg, tmp_p
     """The val rule (held-out split) stops the main run (at 20, selecting 15); the refit reruns on all
     data for 15 steps. Interrupted in the main run (2nd checkpoint: step 10) or in the refit (4th
     checkpoint: the refit's step 5, after the main run's at 5, 10, 15)."""
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     def cfg():
         return _cfg(tiny_cfg, "dip", {"lr": 1e-2, "ema": None}, {"early_stop.rule": "val", "early_stop.patience": 3,
@@ -194,7 +194,7 @@ def test_val_rule_with_refit_resumes_in_either_phase(ct_problem, tiny_cfg, tmp_p
 
 def test_checkpoint_holds_only_tensors_and_plain_containers(ct_problem, tiny_cfg, tmp_path):
     """weights_only loading works, and the file has what a resume needs."""
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     cfg = _cfg(tiny_cfg, "dip", {"lr": 1e-2}, {"early_stop.rule": "val,wmv:record", "early_stop.window": 4},
                iterations=10)
@@ -212,7 +212,7 @@ def test_checkpoint_holds_only_tensors_and_plain_containers(ct_problem, tiny_cfg
 
 
 def test_resume_refuses_another_configuration_or_problem(ct_problem, tiny_cfg, tmp_path, interrupt):
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
     from dipkit.tasks import get_task
 
     from .conftest import tiny_image
@@ -238,7 +238,7 @@ def test_auto_checkpoints_only_for_long_runs(ct_problem, tiny_cfg, tmp_path, mon
     """Auto mode: a run expected to last under a minute writes no checkpoint after the start; a
     'long' one (threshold lowered) writes them, every AUTO_INTERVAL_S worth of steps (aligned to k)."""
     import dipkit.engine.checkpoint as ck
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     cfg = tiny_cfg("dip", iterations=20, lr=1e-2)
     res = reconstruct(ct_problem, cfg, tmp_path / "short", quiet=True)

@@ -41,7 +41,7 @@ def _cfg(tiny_cfg, rule="val:record", iterations=20, **params):
 @pytest.mark.parametrize("ground_truth", [False, True])
 def test_every_run_gets_progress_and_overview(ct_problem, tiny_cfg, tmp_path, ground_truth):
     from dipkit.baselines.naive import naive_reconstruction
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     if not ground_truth:
         ct_problem.x_true = None
@@ -61,7 +61,7 @@ def test_overview_for_ct_mri_and_rgb(tiny_cfg, tmp_path):
     an overview; an ensemble's adds the uncertainty panel (a wider figure)."""
     from PIL import Image
 
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
     from dipkit.tasks import get_task
 
     img = tiny_image(16)
@@ -89,7 +89,7 @@ def test_overview_for_ct_mri_and_rgb(tiny_cfg, tmp_path):
 
 
 def test_a_direct_method_has_an_overview_and_no_progress(ct_problem, tiny_cfg, tmp_path):
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     cfg = tiny_cfg("fbp")
     reconstruct(ct_problem, cfg, tmp_path / "fbp", quiet=True)
@@ -144,7 +144,7 @@ def test_show_prints_the_summary_and_writes_show_html(ct_problem_file, tmp_path,
 
 
 def test_show_without_ground_truth(ct_problem, tiny_cfg, tmp_path, capsys, monkeypatch):
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     ct_problem.x_true = None
     reconstruct(ct_problem, _cfg(tiny_cfg, iterations=10), tmp_path / "run", quiet=True)
@@ -196,7 +196,7 @@ def test_bench_report_has_misfit_curves(tmp_path):
 
 def test_pictures_never_cost_a_run(ct_problem, tiny_cfg, tmp_path, monkeypatch):
     """A figure that fails is a warning; the run's results and metrics.json are written."""
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     def boom(*a, **k):
         raise RuntimeError("no figure today")

@@ -10,7 +10,8 @@ import torch
 from dipkit.run.config import RunConfig
 from dipkit.errors import DipkitError
 from dipkit.physics.split import ValidationSplit, measured_support
-from dipkit.run.runner import make_split, reconstruct, resolve_validation
+from dipkit.run import reconstruct
+from dipkit.run.runner import make_split, resolve_validation
 
 from .conftest import tiny_image
 

@@ -14,7 +14,7 @@ from dipkit.methods import METHODS
 from dipkit.methods.base import data_fidelity
 from dipkit.physics.split import ValidationSplit
 from dipkit.physics.subsets import SubsetDataTerm, make_subset_term
-from dipkit.run.runner import reconstruct
+from dipkit.run import reconstruct
 
 from .conftest import TINY_NET, tiny_image
 

@@ -381,7 +381,7 @@ def test_simulate_options_are_documented():
 @pytest.mark.parametrize("task", NEW_TASKS)
 def test_naive_tv_dip_run_on_every_task(task, tiny_cfg):
     from dipkit.metrics import psnr
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     p = simulate(task, seed=0)
     res = {}

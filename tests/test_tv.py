@@ -208,7 +208,7 @@ def test_auto_alpha_continues_from_the_validated_image_on_inpainting():
     from dipkit.baselines.tv_alpha import choose_alpha
     from dipkit.run.config import RunConfig
     from dipkit.metrics import psnr
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
     from dipkit.tasks import get_task
     from tests.conftest import tiny_image
 

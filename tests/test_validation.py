@@ -11,7 +11,7 @@ import torch
 from dipkit.engine import State, run
 from dipkit.errors import DipkitError
 from dipkit.physics.split import MaskedPhysics, ValidationSplit, measured_support
-from dipkit.run.runner import reconstruct
+from dipkit.run import reconstruct
 from dipkit.stopping import Validation, parse_rules
 
 from .conftest import tiny_image

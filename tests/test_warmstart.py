@@ -75,7 +75,7 @@ def test_weights_that_do_not_fit_are_one_line_errors(tmp_path, pretrained):
 def test_run_starts_from_the_weights(pretrained, ct_problem, tiny_cfg):
     """A DIP run with net.weights starts from them: its first output is the pre-trained network's."""
     from dipkit.nets import build_net
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     cfg = tiny_cfg("dip", iterations=1, lr=1e-12, ema=None)
     cfg.net.options["weights"] = str(pretrained)
@@ -184,7 +184,7 @@ def test_python_api_pretrain_and_solve_with_weights(pretrained, ct_problem):
 def test_subspace_run_resumes_bit_for_bit(optimizer, pretrained, ct_problem, tiny_cfg, tmp_path, interrupt):
     import os
 
-    from dipkit.run.runner import reconstruct
+    from dipkit.run import reconstruct
 
     def cfg():
         c = tiny_cfg("subspace-dip", iterations=20, k=3, optimizer=optimizer)

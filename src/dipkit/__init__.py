@@ -28,7 +28,7 @@ _LAZY = {
     "psnr": "dipkit.metrics",
     "ssim": "dipkit.metrics",
     "Problem": "dipkit.problem",
-    "reconstruct": "dipkit.run.runner",
+    "reconstruct": "dipkit.run",
     "RunResult": "dipkit.run.rundir",
     "solve": "dipkit.api",
     "DIPReconstructor": "dipkit.api",

@@ -53,8 +53,8 @@ from typing import Any
 
 import torch
 
-from .run.config import RunConfig
 from .errors import DipkitError
+from .run.config import RunConfig
 
 __all__ = ["solve", "DIPReconstructor", "as_problem"]
 
@@ -144,7 +144,7 @@ def solve(y: torch.Tensor, physics, method: str = "dip", *, iterations: int | No
     :param params: RunConfig settings and method hyper-parameters.
     :returns: the :class:`~dipkit.run.rundir.RunResult` (``result.reconstruction``: ``[1, C, H, W]``).
     """
-    from .run.runner import reconstruct
+    from .run import reconstruct
 
     if isinstance(net, dict):
         params = {**params, "net": net}

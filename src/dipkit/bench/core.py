@@ -30,7 +30,7 @@ def run_bench(config: str | Path | dict | BenchConfig, out: str | Path, *, execu
     """Run a bench: ``config`` is a YAML path, a parsed mapping or a :class:`BenchConfig`.
 
     Every case instance is simulated once into ``OUT/cases/<case>/<instance>/problem.npz``; every
-    (instance, method, seed) is run by :func:`dipkit.run.runner.reconstruct` into its own run dir — the
+    (instance, method, seed) is run by :func:`dipkit.run.reconstruct` into its own run dir — the
     seeds of one (instance, method) as one batched run (:mod:`dipkit.run.batched`, ``batch_seeds``) where
     the method allows it, with the same run dirs and results; then
     the reports are written (see :mod:`dipkit.bench.report`). With ``resume``, instances whose

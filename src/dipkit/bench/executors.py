@@ -52,7 +52,7 @@ def execute_run(job: dict) -> dict:
     ``status="failed"`` with a one-line ``error``; a success removes a stale ``error.txt``. The run
     dir is the bench's: a fresh run replaces whatever an earlier one left there; with
     ``job["resume"]`` a run interrupted after a checkpoint (``checkpoint.pt`` of the same
-    configuration and problem) continues from it (:func:`dipkit.run.runner.reconstruct`'s
+    configuration and problem) continues from it (:func:`dipkit.run.reconstruct`'s
     ``resume="auto"``), else it starts afresh.
     """
     import torch
@@ -60,7 +60,7 @@ def execute_run(job: dict) -> dict:
     from ..run.config import RunConfig
     from ..problem import Problem
     from ..run.rundir import clear_status, write_error
-    from ..run.runner import reconstruct
+    from ..run import reconstruct
 
     if job.get("threads"):
         torch.set_num_threads(int(job["threads"]))

@@ -22,7 +22,7 @@ def add_arguments(d) -> None:
 def run(args) -> int:
     from ..run.config import RunConfig
     from ..io import load_image_source, save_text
-    from ..run.runner import reconstruct
+    from ..run import reconstruct
     from ..tasks import get_task
 
     out = Path(args.out)

@@ -109,7 +109,7 @@ def _checkpoint_flags(cfg, args) -> None:
 
 def run(args) -> int:
     from ..problem import Problem
-    from ..run.runner import reconstruct
+    from ..run import reconstruct
 
     if args.resume is not None:
         return _resume(args)
@@ -139,7 +139,7 @@ def _resume(args) -> int:
     from ..engine.checkpoint import load_checkpoint
     from ..problem import Problem
     from ..run.rundir import CHECKPOINT, METRICS
-    from ..run.runner import reconstruct
+    from ..run import reconstruct
 
     given = [f"--{k.replace('_', '-')}" for k in _RUN_OPTIONS if getattr(args, k, None) is not None]
     if args.set:

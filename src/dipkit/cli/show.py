@@ -2,7 +2,7 @@
 
 Prints the run's summary (method, task, steps, why it stopped, the validation pick, PSNR/SSIM when
 a ground truth was known, wall time), draws ``progress.png`` and ``overview.png`` when they are
-missing (:mod:`dipkit.run.pictures`; ``--redraw``: always) and writes ``RUN_DIR/show.html``, one
+missing (:func:`dipkit.run.rundir.write_pictures`; ``--redraw``: always) and writes ``RUN_DIR/show.html``, one
 self-contained page (images embedded) with the pictures and the summary; ``--open`` opens it in a
 browser. A directory that holds no complete run is a one-line error (exit 2).
 """
@@ -120,8 +120,7 @@ def _check(run_dir: Path) -> dict:
 
 def run(args) -> int:
     from ..io import save_text
-    from ..run.pictures import write_pictures
-    from ..run.rundir import SHOW_HTML
+    from ..run.rundir import SHOW_HTML, write_pictures
 
     run_dir = Path(args.run_dir)
     metrics = _check(run_dir)

@@ -3,7 +3,7 @@
 :func:`reconstruct_seeds` runs the seeds ``s_1 … s_B`` of a configuration as a single engine run
 with batch ``B`` (the ensemble machinery, :class:`dipkit.nets.ensemble.Ensemble`: member ``b`` is
 built, initialised and fed random numbers exactly as the run with seed ``s_b``), and writes
-``B`` run directories that are those of ``B`` separate :func:`dipkit.run.runner.reconstruct` calls
+``B`` run directories that are those of ``B`` separate :func:`dipkit.run.reconstruct` calls
 (to float tolerance: the operator and the loss see a batch instead of one sample).
 
 How one-by-one semantics are kept:
@@ -170,7 +170,7 @@ def reconstruct_seeds(problem, cfg: RunConfig, seeds: list[int], outs: list | No
                       method=None) -> list | None:
     """Run ``cfg`` for each of ``seeds`` as one batched engine run; return the
     :class:`~dipkit.run.rundir.RunResult` of each seed (and write ``outs[i]`` when given), as
-    :func:`dipkit.run.runner.reconstruct` with ``cfg.seed = seeds[i]`` would. ``None``: a self-healing
+    :func:`dipkit.run.reconstruct` with ``cfg.seed = seeds[i]`` would. ``None``: a self-healing
     rollback happened, run the seeds one by one. A configuration that cannot be batched
     (:func:`why_not_batched`) is a :class:`DipkitError`."""
     from ..engine import run

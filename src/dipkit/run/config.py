@@ -295,7 +295,7 @@ class RunConfig:
         from ..stopping import parse_rules
 
         if self.method == "auto":
-            from .auto import AutoSelection
+            from .portfolio import AutoSelection
 
             _check_extra_sections(self)
             return AutoSelection(self)

@@ -2,9 +2,9 @@
 
 Both are drawn when the run is over (never inside the optimisation loop), from what the run
 directory holds: the history (``history.csv``), the summary (``metrics.json``) and the images
-(``reconstruction.npy``, ``direct.npy``, ``uncertainty.npy``). :func:`write_pictures` redraws them
-from a run directory alone (``dipkit show``); :func:`dipkit.run.rundir.write_run_dir` draws them from the
-run's result, which holds the same data.
+(``reconstruction.npy``, ``direct.npy``, ``uncertainty.npy``). :func:`dipkit.run.rundir.write_pictures`
+redraws them from a run directory alone (``dipkit show``); :func:`dipkit.run.rundir.write_run_dir` draws
+them from the run's result, which holds the same data. This module draws; it reads no run directory.
 
 * ``progress.png`` — the loss and the held-out misfit (``val``, when the run had a validation
   split) against the iteration on log axes, in two panels (their scales differ); the PSNR on a
@@ -33,7 +33,7 @@ import numpy as np
 from ..io import save_figure
 from ..metrics import display_image
 
-__all__ = ["direct_from_problem", "direct_label", "plot_overview", "plot_progress", "pyplot", "write_pictures"]
+__all__ = ["direct_label", "plot_overview", "plot_progress", "pyplot"]
 
 #: history columns that are not loss terms
 _NOT_TERMS = ("step", "loss", "val", "lr", "psnr", "ssim", "rollbacks")
@@ -319,51 +319,3 @@ def plot_overview(path: str | Path, recon, *, direct=None, uncertainty=None, met
     save_figure(path, fig)
     plt.close(fig)
     return True
-
-
-# ---------------------------------------------------------------------- from a run directory
-def _load(path: Path) -> np.ndarray | None:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
-        return None
-
-
-def direct_from_problem(metrics: dict) -> np.ndarray | None:
-    """The direct reconstruction ``[C, H, W]`` of the problem file the run names (``problem_file``),
-    for run directories written before ``direct.npy`` existed; None when it cannot be had."""
-    from ..errors import DipkitError
-
-    file = metrics.get("problem_file")
-    if not file or not Path(file).is_file():
-        return None
-    try:
-        from ..baselines.naive import naive_reconstruction
-        from ..problem import Problem
-
-        x = naive_reconstruction(Problem.load(file))
-    except (DipkitError, RuntimeError, ValueError):
-        return None
-    return x[0].detach().float().cpu().numpy()
-
-
-def write_pictures(run_dir: str | Path, *, redraw: bool = False) -> list[Path]:
-    """Draw ``progress.png`` and ``overview.png`` of a complete run directory from its files, when
-    missing (all of them with ``redraw``); returns the pictures the directory now holds."""
-    from . import rundir as rd
-
-    run_dir = Path(run_dir)
-    metrics = rd.read_metrics(run_dir) or {}
-    progress, overview = run_dir / rd.PROGRESS, run_dir / rd.OVERVIEW
-    if redraw or not progress.is_file():
-        history = rd.read_history(run_dir)
-        if history is not None:
-            plot_progress(progress, history, metrics)
-    if redraw or not overview.is_file():
-        recon = _load(run_dir / rd.RECONSTRUCTION)
-        if recon is not None:
-            direct = _load(run_dir / rd.DIRECT)
-            if direct is None:
-                direct = direct_from_problem(metrics)
-            plot_overview(overview, recon, direct=direct, uncertainty=_load(run_dir / rd.UNCERTAINTY), metrics=metrics)
-    return [p for p in (overview, progress) if p.is_file()]

@@ -72,7 +72,7 @@ __all__ = ["RunResult", "RECONSTRUCTION", "RECONSTRUCTION_PNG", "ESTIMATES", "CO
            "METRICS", "ERROR", "PROGRESS", "OVERVIEW", "DIRECT", "SHOW_HTML", "RECONSTRUCTION_TIFF", "RECONSTRUCTION_HU", "RECONSTRUCTION_DICOM", "MAGNITUDE",
            "MAGNITUDE_PNG", "PHASE", "CHECKPOINT", "SELECTION_CSV", "SELECTION_MD", "CANDIDATES", "RUN_FILES", "write_run_dir", "read_metrics", "read_history",
            "read_estimates", "read_config", "read_error", "write_error", "clear_status", "is_complete",
-           "prepare_run_dir", "remove_checkpoint", "can_write_dicom"]
+           "prepare_run_dir", "remove_checkpoint", "can_write_dicom", "write_pictures", "direct_from_problem"]
 
 RECONSTRUCTION = "reconstruction.npy"
 RECONSTRUCTION_PNG = "reconstruction.png"
@@ -399,3 +399,49 @@ def is_complete(run_dir: str | Path, config: dict[str, Any] | None = None) -> bo
         return data
 
     return norm(metrics.get("request")) == norm(config)
+
+
+# ---------------------------------------------------------------------- pictures from a run directory
+def _load(path: Path) -> np.ndarray | None:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+
+
+def direct_from_problem(metrics: dict) -> np.ndarray | None:
+    """The direct reconstruction ``[C, H, W]`` of the problem file the run names (``problem_file``),
+    for run directories written before ``direct.npy`` existed; None when it cannot be had."""
+    file = metrics.get("problem_file")
+    if not file or not Path(file).is_file():
+        return None
+    try:
+        from ..baselines.naive import naive_reconstruction
+        from ..problem import Problem
+
+        x = naive_reconstruction(Problem.load(file))
+    except (DipkitError, RuntimeError, ValueError):
+        return None
+    return x[0].detach().float().cpu().numpy()
+
+
+def write_pictures(run_dir: str | Path, *, redraw: bool = False) -> list[Path]:
+    """Draw ``progress.png`` and ``overview.png`` of a complete run directory from its files, when
+    missing (all of them with ``redraw``); returns the pictures the directory now holds."""
+    from .pictures import plot_overview, plot_progress
+
+    run_dir = Path(run_dir)
+    metrics = read_metrics(run_dir) or {}
+    progress, overview = run_dir / PROGRESS, run_dir / OVERVIEW
+    if redraw or not progress.is_file():
+        history = read_history(run_dir)
+        if history is not None:
+            plot_progress(progress, history, metrics)
+    if redraw or not overview.is_file():
+        recon = _load(run_dir / RECONSTRUCTION)
+        if recon is not None:
+            direct = _load(run_dir / DIRECT)
+            if direct is None:
+                direct = direct_from_problem(metrics)
+            plot_overview(overview, recon, direct=direct, uncertainty=_load(run_dir / UNCERTAINTY), metrics=metrics)
+    return [p for p in (overview, progress) if p.is_file()]

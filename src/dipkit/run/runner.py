@@ -1,16 +1,17 @@
 """Build a run from a :class:`~dipkit.run.config.RunConfig` and start it on the engine.
 
-:func:`reconstruct` is what ``dipkit reconstruct`` (and every bench and tune run) calls. The data
-flow of one run::
+:func:`run_method` is one run of a named method: what :func:`dipkit.run.reconstruct` (the entry of
+``dipkit reconstruct`` and of every bench and tune run) calls, and what ``method: auto``
+(:mod:`dipkit.run.auto`) runs for each of its candidates. The data flow of one run::
 
     RunConfig ──validate()──▶ Method ─┐
     Problem ──to(device)──▶ [ValidationSplit: fit view of the operator] ──▶ State (operator, y,
         network f_θ, input z, meta) ──▶ engine.run(method, state, [stopping rules, HistoryRecorder,
         progress bar]) ──▶ [refit on all data] ──▶ RunResult ──▶ rundir.write_run_dir
 
-Defaults that depend on the problem or the network are resolved by :mod:`dipkit.run.resolve` (:func:`resolve_config`) and
-the resolved values are what ``config.yaml`` records. The files of the run directory and their
-reading back are in :mod:`dipkit.run.rundir`.
+Defaults that depend on the problem or the network are resolved by :mod:`dipkit.run.resolve`
+(:func:`resolve_config`) and the resolved values are what ``config.yaml`` records. The files of the
+run directory and their reading back are in :mod:`dipkit.run.rundir`.
 
 **Checkpoints and resuming.** With a run directory, the run writes ``checkpoint.pt``
 (:mod:`dipkit.engine.checkpoint`; ``checkpoint.every``: auto by default) holding the request and the
@@ -48,7 +49,7 @@ from .summary import ensemble_info, finite, metric_pair, selection, stop_info, u
 from .resolve import make_split, resolve_config, resolve_device, resolve_validation, step_budget
 from ..uncertainty import ensemble_mean_std, posterior_std
 
-__all__ = ["reconstruct", "resolve_device", "resolve_config", "build_state", "make_split", "resolve_validation",
+__all__ = ["run_method", "resolve_device", "resolve_config", "build_state", "make_split", "resolve_validation",
            "RunResult", "expected_in_channels", "CHECKPOINT_VERSION", "step_budget", "direct_reconstruction"]
 
 #: version of the checkpoint layout (see the module docs)
@@ -295,55 +296,21 @@ def _load_resume(out: Path, cfg: RunConfig, problem, resume) -> dict | None:
     return ckpt
 
 
-def reconstruct(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, quiet: bool = False,
-                console=None, method=None, overwrite: bool = True, resume: bool | str = False, dicom: bool = False,
-                net=None) -> RunResult:
-    """Run ``cfg.method`` on ``problem``; write the run directory if ``out_dir`` is given.
-
-    ``method``: the method built by ``cfg.validate()`` when the caller already has it (it is built
-    once per run). ``overwrite``: with ``True`` (the library default, used by bench, tune and the
-    demo, which manage their run directories) the old run's files in ``out_dir`` are removed before
-    the run; with ``False`` (``dipkit reconstruct`` without ``--overwrite``) a non-empty ``out_dir``
-    is refused (:func:`dipkit.run.rundir.prepare_run_dir`). ``resume``: ``True`` continues the run
-    whose ``checkpoint.pt`` is in ``out_dir`` (same configuration and problem, else a DipkitError);
-    ``"auto"`` does so when a matching checkpoint exists and otherwise starts afresh (``dipkit bench
-    --resume``). ``dicom``: also write ``reconstruction.dcm`` (CT from a DICOM source; checked before
-    the run). ``net``: a user's ``nn.Module`` as f_θ (:func:`build_state`).
-
-    ``metrics.json`` holds ``method, task, iterations`` (steps run; null for a
-    direct method such as FBP), ``wall_time_s, iterations_per_s, psnr, ssim`` (of the saved
-    reconstruction), ``peak: {psnr, iteration}`` (the best PSNR in the history: an oracle; with an ensemble
-    the history holds the members' mean PSNR, while ``psnr`` and ``final`` are those of the members'
-    mean image, which is usually higher),
-    ``final: {psnr, ssim, iteration}``, ``early_stop: {rule, mode, iteration, psnr, ssim[, misfit]}``
-    (the first stopping rule's selection, which is the reconstruction) or null, ``selections``
-    (every rule's selection, by rule; with an ensemble, the mean over members), ``ensemble``
-    (``{members, member_metrics}`` for ``ensemble > 1``; the reconstruction is the mean of the
-    members' selections), ``uncertainty`` (``{mean_std, calibration}`` when an uncertainty map is
-    written: ensembles and SGLD), ``validation`` (the held-out split and, with
-    ``validation.refit``, the refit: ``{fraction, seed, held_out, fill, iteration, misfit, psnr,
-    refit: {iterations, psnr, ssim} | null}``) or null, ``stop_reason``, ``device``, ``precision``
-    (as resolved: ``fp32`` or ``bf16``), ``fov_mask``,
-    ``params`` (the method's hyper-parameters as used), ``request`` (the configuration as asked,
-    before defaults were resolved), ``dipkit_version``, ``problem_file`` and ``problem_sha256``
-    (when the problem was loaded from a file; else null), ``rollbacks`` (self-healing:
-    ``[{step, reason, lr}]``), ``resumed_at`` (the steps at which the run was resumed from a
-    checkpoint) and ``checkpoint`` (``{every, written}``; ``every`` null: none was written).
-    ``config.yaml`` holds the resolved configuration. PSNR/SSIM are null without a ground truth.
+def run_method(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, quiet: bool = False,
+               console=None, method=None, overwrite: bool = True, resume: bool | str = False, dicom: bool = False,
+               net=None) -> RunResult:
+    """One run of ``cfg.method`` — any method but ``auto`` — on ``problem``: what
+    :func:`dipkit.run.reconstruct` runs for a named method, with the same arguments and result (the
+    run directory and ``metrics.json`` are described there). ``method: auto`` runs several of these
+    (:func:`dipkit.run.auto.reconstruct_auto`).
     """
     from .. import __version__
     from ..engine.checkpoint import Checkpointer, save_checkpoint
-    from .rundir import can_write_dicom
     from ..stopping import needs_split, parse_rules
+    from .rundir import can_write_dicom
 
-    if cfg.method == "auto":  # the method chosen by held-out misfit: a selection over runs
-        from .auto import reconstruct_auto
-
-        if net is not None:
-            raise DipkitError("--method auto chooses among dipkit's methods; a user network needs a named method")
-        if dicom and not can_write_dicom(problem.meta.get("source"), problem.spec.get("kind")):
-            raise DipkitError("--dicom needs a CT problem simulated from (or imported as) a DICOM CT slice")
-        return reconstruct_auto(problem, cfg, out_dir, quiet=quiet, console=console, overwrite=overwrite, dicom=dicom)
+    if cfg.method == "auto":
+        raise DipkitError("method auto is a selection over runs of other methods: run it with dipkit.reconstruct")
     if method is None:
         method = cfg.validate()
     out = None if out_dir is None else Path(out_dir)

@@ -84,7 +84,7 @@ def tune(problem: str | Path, base: RunConfig, grid: dict[str, list], out: str |
     from ..bench.executors import make_executor
     from ..problem import Problem
     from .rundir import read_metrics
-    from .runner import reconstruct
+    from . import reconstruct
 
     say = log or (lambda _m: None)
     problem = Path(problem)

@@ -1,0 +1,129 @@
+"""What ``--method auto`` chooses from: the portfolios, the candidates' run configurations, and the
+selection that :meth:`~dipkit.run.config.RunConfig.validate` returns for ``method: auto``.
+
+The runs themselves (successive halving, the choice by held-out misfit) are :mod:`dipkit.run.auto`'s;
+this module is what validating an ``auto`` configuration needs, so :mod:`dipkit.run.config` can
+return an :class:`AutoSelection` without importing the run machinery. It works on a
+:class:`~dipkit.run.config.RunConfig` it is given and imports no configuration module itself.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DipkitError
+
+if TYPE_CHECKING:
+    from .config import RunConfig
+
+__all__ = ["PORTFOLIOS", "CANDIDATES", "portfolio", "candidate_config", "AutoSelection"]
+
+#: candidates that are not a method name with its defaults: label → settings
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "dip-dd": {"method": "dip", "net": {"name": "deep-decoder"}},  # DIP with the deep decoder
+}
+
+#: the default portfolio per task family (the problem's ``spec["kind"]`` / task name prefix)
+PORTFOLIOS: dict[str, list[str]] = {
+    "ct": ["tv", "dip", "dip-tv", "dip-dd", "dip-denoiser-admm", "aseqdip"],
+    "mri": ["tv", "dip", "dip-tv", "dip-dd", "dip-admm-v2"],
+    "image": ["tv", "dip", "dip-tv", "dip-dd", "deepred", "dip-denoiser-admm"],
+}
+
+
+def _family(problem) -> str:
+    kind = str((problem.spec or {}).get("kind", "") or problem.task or "")
+    task = str(problem.task or "")
+    if kind.startswith("ct") or task.startswith("ct"):
+        return "ct"
+    if kind.startswith("mri") or task.startswith("mri"):
+        return "mri"
+    return "image"
+
+
+def portfolio(problem) -> list[str]:
+    """The default candidates for ``problem`` (:data:`PORTFOLIOS` by task family)."""
+    return list(PORTFOLIOS[_family(problem)])
+
+
+def _labels(value) -> list[str] | None:
+    if value in (None, "", "auto"):
+        return None
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",")]
+    labels = [str(v).strip() for v in value if str(v).strip()]
+    if len(set(labels)) != len(labels):
+        raise DipkitError(f"auto.candidates names a candidate twice: {', '.join(labels)}")
+    return labels or None
+
+
+def candidate_config(cfg: RunConfig, label: str) -> RunConfig:
+    """The run configuration of candidate ``label`` (a method name, or a :data:`CANDIDATES` label)
+    in an ``auto`` run asked for with ``cfg``: its method with its defaults, the run's settings
+    (seed, device, precision, validation split, schedule, cap, network options where the network
+    is the same) and the ``val`` rule for network methods (it stops them; a classical baseline runs
+    its own budget and its final result is scored)."""
+    from ..methods import get_method
+
+    spec = CANDIDATES.get(label, {"method": label})
+    c = copy.deepcopy(cfg)
+    c.method = spec["method"]
+    c.params = dict(spec.get("params", {}))
+    c.ensemble, c.time_limit = 1, None
+    c.auto = type(cfg.auto)()
+    net = spec.get("net")
+    if net and net.get("name") and net["name"] != c.net.name:
+        c.net.name, c.net.options = net["name"], {k: v for k, v in net.items() if k != "name"}
+    cls = get_method(c.method)
+    if getattr(cls, "uses_network", True):
+        c.early_stop.rule = "val"
+    else:  # a baseline runs its own budget to its converged result, which is scored (and returned) as it is
+        c.early_stop.rule = None
+        c.iterations = None
+    return c
+
+
+class AutoSelection:
+    """What :meth:`RunConfig.validate` returns for ``method: auto`` (the candidates' configurations,
+    each validated); it quacks enough like a method for the code that inspects one."""
+
+    name = "auto"
+    uses_network = True
+    direct = False
+    batchable = False
+    stochastic_data = False
+    default_iterations = None
+
+    def __init__(self, cfg: RunConfig):
+        a = cfg.auto
+        self.labels = _labels(a.candidates)
+        if int(a.min_steps) < 1 or int(a.eta) < 2 or int(a.combine) < 1:
+            raise DipkitError("auto needs min_steps ≥ 1, eta ≥ 2 and combine ≥ 1")
+        if cfg.params:
+            raise DipkitError(f"--method auto takes no method parameters ({', '.join(cfg.params)}); "
+                              "name candidates with auto.candidates=…")
+        if int(cfg.ensemble) != 1:
+            raise DipkitError("--method auto does not combine with --ensemble (use --combine K)")
+        if cfg.early_stop.rule not in ("auto", "val"):
+            raise DipkitError("--method auto chooses by held-out misfit: its candidates use the val rule "
+                              f"(drop --early-stop {cfg.early_stop.rule})")
+        if cfg.validation.refit:
+            raise DipkitError("--method auto does not refit (validation.refit)")
+        if self.labels is not None:
+            self.check(cfg, self.labels)
+        self.cfg = cfg
+
+    @staticmethod
+    def check(cfg: RunConfig, labels: list[str]) -> None:
+        for label in labels:
+            if label == "auto":
+                raise DipkitError("auto.candidates cannot name auto")
+            try:
+                candidate_config(cfg, label).validate()
+            except DipkitError as exc:
+                raise DipkitError(f"auto candidate {label!r}: {exc}") from None
+
+    def config(self) -> dict:
+        a = self.cfg.auto
+        return {"candidates": self.labels, "min_steps": int(a.min_steps), "eta": int(a.eta), "combine": int(a.combine)}
