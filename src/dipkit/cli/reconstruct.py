@@ -61,7 +61,7 @@ def add_arguments(r) -> None:
                         "input.kind/channels/std/perturb, early_stop.window/patience/delta, "
                         "validation.fraction/seed/refit/split (entries, views: CT)/score (raw, ramp), "
                         "max_iterations, time_limit, schedule.kind/window/factor/floor (constant, plateau, cosine), "
-                        "auto.candidates/min_steps/eta/combine, healing.enabled/max_rollbacks/jump_factor/window, "
+                        "auto.candidates/min_steps/eta/combine/se, healing.enabled/max_rollbacks/jump_factor/window, "
                         "data.subset (stochastic DIP: share of CT views / MRI lines / image rows per step), "
                         "log_every, precision (auto: bf16 where the hardware does it natively, else fp32; fp32; bf16)")
     r.add_argument("--config", help="YAML config (e.g. a run's config.yaml); --set and flags override it")

@@ -235,6 +235,22 @@ class ValidationSplit:
             r = ramp_filter(r[..., self.views])
         return r.pow(2).flatten(1).sum(1) / (self.n_held_out * self._per_position)
 
+    def entry_scores(self, x: torch.Tensor) -> torch.Tensor:
+        r"""The held-out score of ``x`` entry by entry, pooled over the batch: a 1-D tensor whose mean
+        over the entries of one sample is :meth:`misfit` (``score="raw"``: the squared misfit of each
+        held-out entry; ``"ramp"``: of each entry of the filtered held-out views, scaled so that the
+        mean is the same). Two images' paired differences of these give the standard error of the
+        difference of their misfits (:mod:`dipkit.run.auto`'s one-standard-error rule)."""
+        r = (self.physics.A(x) - self.y) * self.held_out
+        if self.score == "ramp":
+            from .ct_fbp import ramp_filter
+
+            r = ramp_filter(r[..., self.views]).pow(2)
+            per_sample = r[0].numel()
+            return (r * (per_sample / (self.n_held_out * self._per_position))).reshape(-1)
+        held = self.held_out.expand(r.shape)
+        return r.pow(2)[held]
+
     def describe(self) -> dict:
         """The split's settings and size, for ``metrics.json`` (``views``: the held-out views, or null)."""
         out = {"fraction": self.fraction, "seed": self.seed, "held_out": self.n_held_out, "fill": self.fill_mode,

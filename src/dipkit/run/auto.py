@@ -22,6 +22,11 @@ keeps its final score and costs nothing more. Ranking after a short budget can d
 that would have won (the rows of ``selection.csv`` say at which rung each was dropped and with what
 misfit).
 
+**Ties go to the baseline** (``auto.se``, default 1): the least misfit is kept only when it belongs
+to a classical baseline or beats the best baseline by more than ``se`` standard errors of the
+paired difference over the held-out entries — the one-standard-error rule of cross-validation
+(:func:`one_se_choice`); ``selection.md`` says when it decided.
+
 ``--combine K`` (``auto.combine``) averages the reconstructions of the K candidates with the least
 misfit instead of taking the best one; the held-out misfit of the average is recorded beside.
 
@@ -55,7 +60,7 @@ from .config import RunConfig
 from .portfolio import CANDIDATES, PORTFOLIOS, AutoSelection, candidate_config, portfolio
 from .rundir import CANDIDATES as CANDIDATES_DIR, SELECTION_CSV, SELECTION_MD  # file names
 
-__all__ = ["PORTFOLIOS", "CANDIDATES", "portfolio", "candidate_config", "AutoSelection", "successive_halving",
+__all__ = ["PORTFOLIOS", "CANDIDATES", "portfolio", "candidate_config", "AutoSelection", "successive_halving", "one_se_choice",
            "reconstruct_auto", "SELECTION_CSV", "SELECTION_MD", "CANDIDATES_DIR"]
 
 
@@ -125,6 +130,45 @@ class _Candidate:
 
     def finished(self) -> bool:
         return self.run is None or bool(self.run.state.stop) or self.error is not None
+
+
+def one_se_choice(ranked: list, split, se: float) -> tuple[Any, dict | None]:
+    r"""The candidate to return from ``ranked`` (least held-out misfit first): the **one-standard-error
+    rule** of cross-validation (Breiman et al. 1984; Hastie, Tibshirani & Friedman, *The Elements of
+    Statistical Learning*, §7.10): among the models whose estimated error is within ``se`` standard
+    errors of the least, take the simplest. Here the simplest is the classical baseline (TV): a
+    network candidate replaces it only when its misfit is lower by more than ``se`` standard errors
+    of the paired difference over the held-out entries :math:`i \in H`,
+
+    .. math:: d_i = e_i(\hat x_{\rm net}) - e_i(\hat x_{\rm base}), \qquad
+              z = \frac{\bar d}{s_d/\sqrt{|H|}}, \qquad \text{keep the baseline if } z > -\,\mathrm{se},
+
+    with :math:`e_i` the held-out score of entry :math:`i` (:meth:`~dipkit.physics.split.ValidationSplit.entry_scores`).
+    Why the baseline gets the benefit of the doubt: a network candidate's misfit is the least of its
+    whole ``val`` curve on these same entries (its pick), and the best of several candidates — a
+    minimum of noisy estimates, biased low — while the baseline's weight was chosen on a hold-out of
+    its own and its misfit here is an unbiased estimate. In the 128² bench of
+    ``benchmarks/results/defaults-128.md``, 5 of the 9 network candidates whose misfit was below
+    TV's by less than two standard errors had a lower PSNR than TV (``auto-one-se.md``). ``se = 0`` turns the rule off (the least misfit wins).
+    Returns ``(chosen, record)``; ``record`` is None when the rule did not apply (the best is a
+    baseline, there is no baseline, or ``se = 0``)."""
+    best = ranked[0]
+    bases = [c for c in ranked if not c.method.uses_network and "fit_estimate" in c.extra]
+    if se <= 0 or not best.method.uses_network or not bases or best.result is None:
+        return best, None
+    base = bases[0]
+    with torch.no_grad():
+        x_net = best.result.reconstruction.to(device=split.y.device, dtype=split.y.dtype).reshape(
+            base.extra["fit_estimate"].shape)
+        d = (split.entry_scores(x_net) - split.entry_scores(base.extra["fit_estimate"])).to(torch.float64)
+    n = d.numel()
+    sd = float(d.std()) if n > 1 else 0.0
+    mean = float(d.mean())
+    z = mean / (sd / math.sqrt(n)) if sd > 0 else (-math.inf if mean < 0 else math.inf)
+    record = {"se": float(se), "best": best.label, "baseline": base.label, "difference": mean,
+              "std_error": sd / math.sqrt(max(n, 1)), "z": z, "entries": n,
+              "preferred": base.label if z > -se else best.label}
+    return (base if z > -se else best), record
 
 
 def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = False, console=None,
@@ -203,6 +247,7 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
         advance(c, None)
         if c.error is None:
             c.extra["misfit"] = float(split.misfit(c.run.state.estimate).mean())
+            c.extra["fit_estimate"] = c.run.state.estimate.detach().clone()
             c.status = "ran to the end; refit on all data"
     if baselines:
         say("auto: " + ", ".join(f"{c.label} misfit {_fmt(c.misfit())}" for c in baselines if c.error is None))
@@ -253,7 +298,10 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
 
                 save_json(out / CANDIDATES_DIR / c.label / METRICS, dict(c.result))
     ranked = sorted(alive, key=lambda c: _key(c.misfit()))
-    chosen = ranked[0]
+    chosen, rule = one_se_choice(ranked, split, float(cfg.auto.se))
+    if rule is not None and chosen is not ranked[0]:
+        say(f"auto: {ranked[0].label}'s misfit is within {rule['se']:g} standard error(s) of {chosen.label}'s "
+            f"(z = {rule['z']:.2f}): keeping the simpler {chosen.label}")
     k = min(int(cfg.auto.combine), len(ranked))
     recon = chosen.result.reconstruction
     combine_info = None
@@ -264,7 +312,7 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
         combine_info = {"k": k, "candidates": [m.label for m in members], "misfit": float(split.misfit(recon).mean()),
                         "psnr": p, "ssim": s}
     wall = time.perf_counter() - t_start
-    rows = _rows(cands, ranked, chosen)
+    rows = _rows(cands, ranked, chosen, rule)
     total_steps = sum(c.steps for c in cands if c.method is not None and c.method.uses_network)
 
     res = RunResult(dict(chosen.result))
@@ -278,7 +326,7 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
                      "rungs": [{"budget": r["budget"], "scores": {c.label: v for c, v in r["scores"]},
                                 "kept": [c.label for c in r["kept"]], "dropped": [c.label for c in r["dropped"]]}
                                for r in rungs],
-                     "combine": combine_info, "total_steps": total_steps, "wall_time_s": wall,
+                     "combine": combine_info, "one_se": rule, "total_steps": total_steps, "wall_time_s": wall,
                      "split": split.describe()})
     res.reconstruction = recon
     res.uncertainty = None
@@ -297,7 +345,7 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
         from ..io import csv_text, save_text
 
         save_text(out / SELECTION_CSV, csv_text(rows, _COLUMNS))
-        save_text(out / SELECTION_MD, _markdown(rows, chosen.label, combine_info, total_steps, wall))
+        save_text(out / SELECTION_MD, _markdown(rows, chosen.label, combine_info, total_steps, wall, rule))
         write_run_dir(out, res, dicom=dicom)
     return res
 
@@ -310,7 +358,7 @@ _COLUMNS = ["rank", "candidate", "method", "settings", "status", "misfit", "pick
             "wall_s", "psnr", "ssim", "peak_psnr"]
 
 
-def _rows(cands, ranked, chosen) -> list[dict]:
+def _rows(cands, ranked, chosen, rule=None) -> list[dict]:
     rank = {c.label: i + 1 for i, c in enumerate(ranked)}
     rows = []
     for c in sorted(cands, key=lambda c: rank.get(c.label, len(cands) + 1)):
@@ -319,9 +367,15 @@ def _rows(cands, ranked, chosen) -> list[dict]:
         spec = CANDIDATES.get(c.label)
         if spec:
             settings = {k: v for k, v in spec.items() if k != "method"}
+        status = c.status
+        if c is chosen:
+            status = "chosen" if c is ranked[0] else (
+                f"chosen: {ranked[0].label} is within {rule['se']:g} SE (z = {rule['z']:.2f})")
+        elif rule is not None and c is ranked[0] and rule.get("preferred") == chosen.label:
+            status = f"least misfit, but within {rule['se']:g} SE of the simpler {chosen.label}"
         rows.append({"rank": rank.get(c.label), "candidate": c.label, "method": c.cfg.method,
                      "settings": json.dumps(settings) if settings else "",
-                     "status": ("chosen" if c is chosen else c.status) if c.error is None else f"failed: {c.error}",
+                     "status": status if c.error is None else f"failed: {c.error}",
                      "misfit": c.misfit() if c.error is None else None,
                      "pick_iteration": (r.get("early_stop") or {}).get("iteration"),
                      "steps": c.steps if c.method is not None and c.method.uses_network else r.get("iterations"),
@@ -332,7 +386,8 @@ def _rows(cands, ranked, chosen) -> list[dict]:
     return rows
 
 
-def _markdown(rows: list[dict], chosen: str, combine: dict | None, total_steps: int, wall: float) -> str:
+def _markdown(rows: list[dict], chosen: str, combine: dict | None, total_steps: int, wall: float,
+              rule: dict | None = None) -> str:
     def f(v, spec):
         return "—" if v is None else format(v, spec)
 
@@ -342,8 +397,16 @@ def _markdown(rows: list[dict], chosen: str, combine: dict | None, total_steps: 
         lines.append(f"| {f(r['rank'], 'd')} | {r['candidate']} | {r['settings'] or '—'} | {f(r['misfit'], '.4g')} | "
                      f"{f(r['pick_iteration'], 'd')} | {f(r['steps'], 'd')} | {r['stop'] or '—'} | "
                      f"{f(r['wall_s'], '.1f')} | {f(r['psnr'], '.2f')} | {f(r['ssim'], '.3f')} | {r['status']} |")
-    lines += ["", f"Chosen by the least held-out misfit: **{chosen}**. {total_steps} network steps in all, "
-                  f"{wall:.0f} s."]
+    if rule is not None and rule["preferred"] == chosen and rule["best"] != chosen:
+        why = (f"Chosen: **{chosen}** — {rule['best']}'s held-out misfit is lower by {-rule['difference']:.3g}, "
+               f"within {rule['se']:g} standard error(s) of the difference (z = {rule['z']:.2f} over "
+               f"{rule['entries']} entries), so the simpler candidate is kept (one-standard-error rule).")
+    else:
+        why = f"Chosen by the least held-out misfit: **{chosen}**."
+        if rule is not None:
+            why += (f" It beats {rule['baseline']} by {rule['z']:.2f} standard errors of the paired difference "
+                    f"(needed: {rule['se']:g}).")
+    lines += ["", f"{why} {total_steps} network steps in all, {wall:.0f} s."]
     if combine:
         lines.append(f"Combined: the mean of the {combine['k']} best ({', '.join(combine['candidates'])}), held-out "
                      f"misfit {combine['misfit']:.4g}" + (f", PSNR {combine['psnr']:.2f} dB" if combine.get('psnr')

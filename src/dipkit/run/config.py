@@ -133,6 +133,7 @@ class AutoConfig:
     min_steps: int = 500  # first rung's steps per network candidate
     eta: int = 2  # keep the better 1/eta after each rung; the budget grows eta-fold
     combine: int = 1  # average the K candidates with the least held-out misfit
+    se: float = 1.0  # one-standard-error rule: a network candidate must beat the baseline by > se paired SEs
 
 
 @dataclass

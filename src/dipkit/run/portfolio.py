@@ -98,8 +98,8 @@ class AutoSelection:
     def __init__(self, cfg: RunConfig):
         a = cfg.auto
         self.labels = _labels(a.candidates)
-        if int(a.min_steps) < 1 or int(a.eta) < 2 or int(a.combine) < 1:
-            raise DipkitError("auto needs min_steps ≥ 1, eta ≥ 2 and combine ≥ 1")
+        if int(a.min_steps) < 1 or int(a.eta) < 2 or int(a.combine) < 1 or not float(a.se) >= 0:
+            raise DipkitError("auto needs min_steps ≥ 1, eta ≥ 2, combine ≥ 1 and se ≥ 0")
         if cfg.params:
             raise DipkitError(f"--method auto takes no method parameters ({', '.join(cfg.params)}); "
                               "name candidates with auto.candidates=…")
@@ -126,4 +126,5 @@ class AutoSelection:
 
     def config(self) -> dict:
         a = self.cfg.auto
-        return {"candidates": self.labels, "min_steps": int(a.min_steps), "eta": int(a.eta), "combine": int(a.combine)}
+        return {"candidates": self.labels, "min_steps": int(a.min_steps), "eta": int(a.eta), "combine": int(a.combine),
+                "se": float(a.se)}
