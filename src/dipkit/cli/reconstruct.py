@@ -55,7 +55,9 @@ def add_arguments(r) -> None:
                    help="with --method auto: average the K candidates with the least held-out misfit")
     r.add_argument("--ensemble", type=positive_int, metavar="N",
                    help="N independently seeded reconstructions (seeds SEED…SEED+N−1) as one batched run: "
-                        "writes their mean and the per-pixel std (uncertainty.npy/png)")
+                        "writes their mean and the per-pixel std (uncertainty.npy/png); the members run "
+                        "stacked (vectorised) where the method allows it, else in a loop (--set ensemble_mode), "
+                        "in chunks when they do not fit the memory (--set ensemble_memory_gb)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting: method hyper-parameters (lr=1e-4, alpha=…), net.NAME, "
                         "input.kind/channels/std/perturb, early_stop.window/patience/delta, "
@@ -63,7 +65,9 @@ def add_arguments(r) -> None:
                         "max_iterations, time_limit, schedule.kind/window/factor/floor (constant, plateau, cosine), "
                         "auto.candidates/min_steps/eta/combine/se, healing.enabled/max_rollbacks/jump_factor/window, "
                         "data.subset (stochastic DIP: share of CT views / MRI lines / image rows per step), "
-                        "log_every, precision (auto: bf16 where the hardware does it natively, else fp32; fp32; bf16)")
+                        "log_every, precision (auto: bf16 where the hardware does it natively, else fp32; fp32; bf16), "
+                        "ensemble_mode (auto: stacked where valid, else loop; stacked; loop), ensemble_memory_gb "
+                        "(GB the ensemble's members may use; default half the available memory)")
     r.add_argument("--config", help="YAML config (e.g. a run's config.yaml); --set and flags override it")
     r.add_argument("--out", help="run directory to write (new or empty, unless --overwrite)")
     r.add_argument("--overwrite", action="store_true",

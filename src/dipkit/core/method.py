@@ -150,6 +150,19 @@ class Method:
     #: (:mod:`dipkit.precision`); ``False``: the method's result degrades in bf16, so ``auto``
     #: keeps it in fp32 (an explicit ``precision=bf16`` is still honoured unless the method refuses)
     bf16_safe: ClassVar[bool] = True
+    #: an ensemble (``--ensemble N``, batched seeds) of this method may run its members stacked
+    #: (:class:`dipkit.nets.ensemble.StackedEnsemble`: one tensor per parameter name, the members
+    #: vectorised); ``False`` for methods that reach into the members (their parameters by name or
+    #: as separate leaves, per-member gradient clipping), which keep the loop
+    #: :class:`~dipkit.nets.ensemble.Ensemble`. Stacking also needs an elementwise optimiser
+    #: (Adam, AdamW, SGD).
+    stack_members: ClassVar[bool] = True
+
+    @property
+    def inputs_per_member(self) -> int:
+        """Network inputs per ensemble member and step (methods that average over perturbed inputs
+        pass several); scales the ensemble's memory estimate (:mod:`dipkit.run.ensembles`)."""
+        return 1
 
     def __init__(self, *, lr: float | None = None, ema: float | None = None):
         #: Adam learning rate; ``None``: the network preset's (:attr:`dipkit.nets.NetPreset.lr`),

@@ -16,7 +16,8 @@ a sudden loss explosion (Adam's occasional instability). Instead of wasting the 
   (:meth:`~dipkit.engine.Callback.snapshot`: stopping rules, history recorder) — in memory
   (a copy of the network and optimiser state on the device);
 * **rolls back** when the flag is set: restores the last snapshot, multiplies every learning rate
-  of the optimiser by 0.5, and tells the callbacks (:meth:`~dipkit.engine.Callback.on_rollback`).
+  of the optimiser by 0.5 (a stacked ensemble's per-member rates ``member_lr`` too), and tells
+  the callbacks (:meth:`~dipkit.engine.Callback.on_rollback`).
   The steps since the snapshot — at most ``k`` — are redone with the smaller step. Each rollback is
   recorded as ``{"step": first bad step, "reason": "non-finite loss" | "loss jump", "lr": the new
   learning rate}`` (:attr:`Healer.records`, ``metrics.json``'s ``rollbacks``; the history gains a
@@ -127,6 +128,8 @@ class Healer:
         if optimizer is not None:
             for group in optimizer.param_groups:
                 group["lr"] = group["lr"] * self.lr_factor
+                if group.get("member_lr"):  # a stacked ensemble's members' own rates
+                    group["member_lr"] = [r * self.lr_factor for r in group["member_lr"]]
         record = {"step": first, "reason": reason,
                   "lr": None if optimizer is None else float(optimizer.param_groups[0]["lr"])}
         self.records.append(record)

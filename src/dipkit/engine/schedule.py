@@ -20,11 +20,14 @@ rule and whose rate is an Adam step size, else ``constant`` (SGLD's rate also se
 and the linearised method's gradient descent have no rate to lower).
 
 Rates change per ensemble member: the engine gives each member its own parameter groups
-(:func:`dipkit.nets.ensemble.split_member_groups`, tag ``"member"``); a member's rate changes when
-*its* misfit stalls. Groups shared by all members (e.g. Self-Guided DIP's input z) follow the
-least-reduced member. Changes are made on the host from values read every ``check_every`` steps
-(the val rule's best step, one small read), so there is no per-step synchronisation. A rollback of
-self-healing (which halves the rates) is kept: the schedule rescales its reference rates.
+(:func:`dipkit.nets.ensemble.split_member_groups`, tag ``"member"``), or — for stacked members,
+whose parameters share tensors — one group with a rate per member (``"member_lr"``; the group's
+``lr`` is their maximum and the engine rescales each member's update to its own rate,
+:mod:`dipkit.nets.ensemble`); a member's rate changes when *its* misfit stalls. Groups shared by
+all members (e.g. Self-Guided DIP's input z) follow the least-reduced member. Changes are made on
+the host from values read every ``check_every`` steps (the val rule's best step, one small read),
+so there is no per-step synchronisation. A rollback of self-healing (which halves the rates) is
+kept: the schedule rescales its reference rates.
 ``state.metrics["lr"]`` holds each member's current rate (the history's ``lr`` column) and
 :attr:`Schedule.changes` the reductions (``metrics.json``: ``schedule``).
 """
@@ -74,9 +77,25 @@ class Schedule(Callback):
             return 0 if tag == me else -1
         return tag
 
+    def _slots(self, group, state) -> list[tuple[int, int]]:
+        """A stacked group's members that are this callback's: ``(index in group["member_lr"],
+        index in self.factors)`` pairs (a member's view in a batched run: only its own)."""
+        n = len(group["member_lr"])
+        me = self._member(state)
+        if me is not None:
+            return [(me, 0)] if me < n else []
+        return [(b, b) for b in range(min(n, len(self.factors)))]
+
     def _apply(self, state) -> None:
-        """Set every group's rate to its reference × its member's multiplier (shared: the largest)."""
+        """Set every group's rate to its reference × its member's multiplier (shared: the largest;
+        stacked: each member's slot of ``member_lr``, the group's rate their maximum)."""
         for g, base in zip(self._groups(state), self.base):
+            if g.get("member_lr"):
+                rates = list(g["member_lr"])  # a new list: snapshots of the optimiser keep the old one
+                for slot, b in self._slots(g, state):
+                    rates[slot] = base * self.factors[b]
+                g["member_lr"], g["lr"] = rates, max(rates)
+                continue
             owner = self._owner(g, state)
             if owner == -1:
                 continue
@@ -94,6 +113,12 @@ class Schedule(Callback):
         for b in range(len(self.factors)):
             r = None
             for g, base in zip(self._groups(state), self.base):
+                if g.get("member_lr"):
+                    slot = next((i for i, j in self._slots(g, state) if j == b), None)
+                    if slot is not None:
+                        r = g["member_lr"][slot]
+                        break
+                    continue
                 owner = self._owner(g, state)
                 if owner == b or (owner is None and r is None):
                     r = base * (self.factors[b] if owner == b else max(self.factors))
@@ -115,6 +140,11 @@ class Schedule(Callback):
     def on_rollback(self, state, record):
         # self-healing restored the optimiser (its rates at the snapshot) and halved them: keep that
         for i, g in enumerate(self._groups(state)):
+            if g.get("member_lr") and self.factors:
+                slots = self._slots(g, state)
+                if slots and self.factors[slots[0][1]] > 0:
+                    self.base[i] = float(g["member_lr"][slots[0][0]]) / self.factors[slots[0][1]]
+                continue
             owner = self._owner(g, state)
             if owner == -1 or not self.factors:
                 continue

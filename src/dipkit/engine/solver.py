@@ -27,7 +27,7 @@ def run(method, state: State, callbacks=(), *, healer=None) -> State:
         x      = method.forward(state)            # f_θ(z), or a mean over perturbed inputs
                                                   # (one iteration, for an optimiser-free method)
         terms  = method.loss(state, x)            # {name: per-sample loss [B]}
-        backward(Σ terms); method.before_update; optimizer.step(); method.after_update
+        backward(Σ terms); method.before_update; optimizer.step() [†]; method.after_update
         state.x, state.terms, state.loss ← detached copies; state.step += 1
         method.output.update(state, method.iterate(state))   # last iterate / EMA / z
         healer.observe(state)                     # device-side loss watch (self-healing)
@@ -35,6 +35,11 @@ def run(method, state: State, callbacks=(), *, healer=None) -> State:
         every method.inner_steps steps: method.outer_update(state); callbacks.on_outer_end(state)
         every k steps: healer.check(...)          # one flag read; snapshot, or roll back
         callbacks.on_iteration_end(state)         # the step is complete (checkpoints)
+
+    [†] For a stacked ensemble (:class:`~dipkit.nets.ensemble.StackedEnsemble`) whose members' rates
+    differ (a schedule lowered some), the step is followed by the rescaling of each member's update
+    to its own rate (:func:`~dipkit.nets.ensemble.rescale_member_updates`; exact for the elementwise
+    optimisers, the only ones a stacked ensemble accepts).
 
     ``healer``: a :class:`~dipkit.engine.healing.Healer` (self-healing), used only for methods with
     an optimiser. The loop can resume a state loaded from :meth:`State.load_state_dict`
@@ -55,8 +60,12 @@ def _run(method, state: State, cbs: Callback, healer) -> State:
         if groups and state.net is not None:
             from ..nets.ensemble import split_member_groups
 
-            groups = split_member_groups(groups, state.net)  # one group per member: per-member rates
+            groups = split_member_groups(groups, state.net)  # per-member rates (own groups, or stacked rates)
         state.optimizer = method.make_optimizer(groups) if groups else None
+        if state.optimizer is not None and state.net is not None:
+            from ..nets.ensemble import check_stacked_optimizer
+
+            check_stacked_optimizer(state.optimizer, state.net)
     if state.pending_optimizer is not None:
         if state.optimizer is not None:
             state.optimizer.load_state_dict(state.pending_optimizer)
@@ -75,7 +84,7 @@ def _run(method, state: State, cbs: Callback, healer) -> State:
             loss = sum(terms.values())
             loss.sum().backward()
             method.before_update(state)
-            opt.step()
+            _step(opt)
             method.after_update(state)
         else:
             # an optimiser-free method (a classical baseline): forward() is one iteration; its loss
@@ -106,3 +115,17 @@ def _run(method, state: State, cbs: Callback, healer) -> State:
         cbs.on_iteration_end(state)
     cbs.on_end(state)
     return state
+
+
+def _step(opt) -> None:
+    """``opt.step()``; then, for stacked members whose rates differ, each member's update rescaled to
+    its own rate (:mod:`dipkit.nets.ensemble`). The check is on the host, without synchronisation."""
+    from ..nets.ensemble import member_rate_groups, rescale_member_updates
+
+    groups = member_rate_groups(opt)
+    if not groups:
+        opt.step()
+        return
+    before = [[p.detach().clone() for p in g["params"]] for g in groups]
+    opt.step()
+    rescale_member_updates(groups, before)

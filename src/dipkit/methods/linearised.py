@@ -77,6 +77,9 @@ class LinearisedDIP(Method):
                  "CT paper §3.3")
     algorithm = "CT paper eqs. (11)-(14)"
     bf16_safe = False  # forward-mode AD does not run under autocast: precision=auto keeps fp32
+    # an ensemble's members are found by their parameter names (members.<b>.…) for the per-member
+    # Jacobians and curvatures, and its functional calls replace those tensors: the loop Ensemble
+    stack_members = False
 
     def __init__(self, *, optimizer: str = "gd", step: float = 1.0, lr: float | None = None,
                  ema: float | None = None, power_iters: int = 20):

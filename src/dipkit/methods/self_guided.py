@@ -110,6 +110,14 @@ class SelfGuidedDIP(Method):
     description = "Self-Guided DIP: joint θ and z, mean of f_θ over N_η perturbed inputs, ‖x̃ − z‖² term, EMA"
     reference = "Liang, Bell, Qu, Wang & Ravishankar, IEEE TCI 2025 (Self-Guided DIP)"
     algorithm = "CT paper Alg. 7"
+    # θ's gradient is clipped per member (clip_grad_norm_ over each member's own parameters), which
+    # needs each member's parameters as leaves with their own .grad: the loop Ensemble
+    stack_members = False
+
+    @property
+    def inputs_per_member(self) -> int:
+        """N_η perturbed inputs per member and step (the ensemble's memory estimate)."""
+        return self.n_eta
 
     def __init__(self, *, lr: float | None = None, lr_z: float | None = None, lam: float = 0.1, alpha: float = 0.99,
                  n_eta: int = 4, eta_scale: float = 0.5, noise: str = "uniform", clip: float | None = 1.0,

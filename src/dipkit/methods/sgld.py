@@ -137,6 +137,9 @@ class SGLD(Method):
     default_iterations = 10000
     max_iterations = None  # the posterior mean needs its burn-in and sampling phases: a fixed budget
     schedulable = False  # lr also sets the Langevin noise √(2·lr·T)
+    # the Langevin noise is drawn parameter by parameter from each member's own generator
+    # (member_parameters(b)); kept on the loop Ensemble, whose members are separate leaves
+    stack_members = False
 
     def __init__(self, *, lr: float = 0.1, T: float = 1e-7, lam: float = 5e-8, burn_in: int | None = None):
         if float(lr) <= 0:

@@ -109,6 +109,8 @@ class SubspaceDIP(Method):
     #: bf16 autocast is not validated for the γ-parametrised network (nor for L-BFGS's line search,
     #: which compares losses of trial points): precision=auto keeps fp32
     bf16_safe = False
+    # runs one network (an ensemble is refused in setup) and may use L-BFGS, which couples stacked members
+    stack_members = False
 
     def __init__(self, *, k: int = 16, leverage: float | None = None, optimizer: str = "adam",
                  lr: float | None = None, history: int = 10, trajectory: str | None = None,

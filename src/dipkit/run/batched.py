@@ -23,7 +23,13 @@ Not batched (:func:`why_not_batched` says why): baselines and other network-free
 with ``batchable = False``, ``ensemble > 1``, ``validation.refit`` (a refit per member) and user
 networks. A batched run writes no checkpoints (an interrupted group is redone). ``wall_time_s``
 of a member is the batch's wall time divided by ``B`` (amortised); ``metrics.json`` has
-``batched: {seeds, wall_time_s}`` with the whole batch's time.
+``batched: {seeds, wall_time_s, mode}`` with the whole batch's time and how its members ran.
+
+The members run stacked (vectorised) where that is valid, else in a loop (``ensemble_mode``,
+:mod:`dipkit.run.ensembles`). When ``B`` members do not fit the memory budget
+(``ensemble_memory_gb``, default half the available memory), the seeds run as consecutive
+batched runs of at most ``c`` seeds each — nothing changes for a seed, since each has its own
+callbacks and stops on its own; ``batched.seeds`` then lists the seeds of the seed's own batch.
 """
 
 from __future__ import annotations
@@ -167,12 +173,13 @@ class _Members(Callback):
 
 
 def reconstruct_seeds(problem, cfg: RunConfig, seeds: list[int], outs: list | None = None, *,
-                      method=None) -> list | None:
+                      method=None, plan: dict | None = None) -> list | None:
     """Run ``cfg`` for each of ``seeds`` as one batched engine run; return the
     :class:`~dipkit.run.rundir.RunResult` of each seed (and write ``outs[i]`` when given), as
     :func:`dipkit.run.reconstruct` with ``cfg.seed = seeds[i]`` would. ``None``: a self-healing
     rollback happened, run the seeds one by one. A configuration that cannot be batched
-    (:func:`why_not_batched`) is a :class:`DipkitError`."""
+    (:func:`why_not_batched`) is a :class:`DipkitError`. ``plan``: how the members run (mode, chunk:
+    :func:`dipkit.run.ensembles.plan_ensemble`); planned here when not given."""
     from ..engine import run
     from ..engine.healing import Healer
     from ..engine.recorder import HistoryRecorder
@@ -180,6 +187,7 @@ def reconstruct_seeds(problem, cfg: RunConfig, seeds: list[int], outs: list | No
     from .rundir import prepare_run_dir
     from ..engine.schedule import make_schedule
     from .resolve import make_split, resolve_config, resolve_device, step_budget
+    from .ensembles import member_chunks, plan_ensemble
     from .runner import _finish, _fit_view, _Run, build_state, direct_reconstruction
     from ..stopping import make_stopping_rule, needs_split, parse_rules
     from ..stopping.limits import TimeLimit
@@ -208,7 +216,24 @@ def reconstruct_seeds(problem, cfg: RunConfig, seeds: list[int], outs: list | No
         prepare_run_dir(Path(o), overwrite=True)
 
     fit = problem if split is None else _fit_view(problem, split)
-    state = build_state(method, fit, resolved, device, seeds=seeds)
+    if plan is None and n > 1:
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # member 0 as its run builds it, for the memory estimate
+            probe = build_state(method, fit, resolved, device, seeds=seeds[:1])
+            plan = plan_ensemble(method, resolved, n, probe.net, probe.z, device, probe.autocast_dtype)
+        del probe
+    chunks = [(0, n)] if plan is None else member_chunks(n, plan["chunk"])
+    if len(chunks) > 1:  # consecutive batches of at most plan["chunk"] seeds
+        results = []
+        for i, (lo, hi) in enumerate(chunks):
+            part = reconstruct_seeds(problem, cfg, seeds[lo:hi], None if outs is None else outs[lo:hi],
+                                     method=method if i == 0 else None, plan=plan)
+            if part is None:
+                return None
+            results += part
+        return results
+    mode = None if plan is None else plan["mode"]
+    state = build_state(method, fit, resolved, device, seeds=seeds, mode=mode)
     budget = step_budget(resolved, method)[1]
     check = int(cfg.log_every)
     per_member = []
@@ -239,7 +264,8 @@ def reconstruct_seeds(problem, cfg: RunConfig, seeds: list[int], outs: list | No
         result = _finish(main, method=method, problem=problem, cfg=cfg_b, resolved=res_b, split=split, mask=mask,
                          device=device, request=cfg_b.to_dict(), resumed_at=[], out=None, dicom=False, net=None,
                          do_refit=None, naive=naive)
-        result["batched"] = {"seeds": seeds, "wall_time_s": wall}
+        result["batched"] = {"seeds": seeds, "wall_time_s": wall,
+                             "mode": getattr(state.net, "mode", None) if n > 1 else None}
         if outs is not None:
             from .rundir import write_run_dir
 

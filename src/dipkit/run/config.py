@@ -7,7 +7,9 @@ Override keys (``--set key=value``, values parsed as YAML scalars):
 
 * top-level settings: ``method``, ``iterations`` (a fixed step budget), ``max_iterations`` (the cap
   of a run that decides its own length), ``time_limit`` (seconds), ``seed``, ``device``,
-  ``precision``, ``log_every``, ``fov_mask``, ``ensemble``;
+  ``precision``, ``log_every``, ``fov_mask``, ``ensemble``, ``ensemble_mode`` (``auto``/``stacked``/
+  ``loop``: how an ensemble's members run, :mod:`dipkit.run.ensembles`), ``ensemble_memory_gb``
+  (the memory an ensemble may use; default half of what is available);
 * ``net.name`` and ``net.<option>`` (network options, see ``dipkit nets``); ``net.weights=PATH`` starts
   the network from a weights file (``dipkit pretrain``) instead of its random initialisation;
 * ``input.kind``, ``input.channels``, ``input.std``, ``input.perturb``;
@@ -150,6 +152,10 @@ class RunConfig:
     log_every: int = 10
     fov_mask: bool = False
     ensemble: int = 1  # N > 1: N independently seeded runs (seeds seed … seed+N−1) as one batch
+    # how the members run: stacked (vectorised) where valid, else the loop (dipkit.run.ensembles)
+    ensemble_mode: str = "auto"
+    # memory (GB) the members' training may use; None: half of what is available (chunks if needed)
+    ensemble_memory_gb: float | None = None
     params: dict = field(default_factory=dict)
     net: NetConfig = field(default_factory=NetConfig)
     input: InputConfig = field(default_factory=InputConfig)
@@ -248,7 +254,8 @@ class RunConfig:
             return
         top = {f.name for f in fields(self)} - {"params", "net", "input", "early_stop", "validation", *_EXTRA_SECTIONS}
         if key in top:
-            default = {"iterations": 0, "max_iterations": 0, "time_limit": 0.0}.get(key, getattr(RunConfig(), key))
+            default = {"iterations": 0, "max_iterations": 0, "time_limit": 0.0,
+                       "ensemble_memory_gb": 0.0}.get(key, getattr(RunConfig(), key))
             setattr(self, key, _coerce(key, value, default))
         elif key == "early_stop":
             self.set("early_stop.rule", value, source=source)
@@ -313,6 +320,12 @@ class RunConfig:
             raise DipkitError(f"ensemble must be ≥ 1, got {self.ensemble}")
         if int(self.ensemble) > 1 and not method.uses_network:
             raise DipkitError(f"--ensemble needs a network method; {self.method!r} is deterministic")
+        if self.ensemble_mode not in ("auto", "stacked", "loop"):
+            raise DipkitError(f"ensemble_mode must be auto, stacked or loop, got {self.ensemble_mode!r}")
+        gb = self.ensemble_memory_gb
+        if gb is not None and (isinstance(gb, bool) or not isinstance(gb, (int, float)) or not float(gb) > 0):
+            raise DipkitError(f"ensemble_memory_gb must be a positive number of GB (or null: half the available "
+                              f"memory), got {gb!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise DipkitError(f"device must be auto, cpu or cuda, got {self.device!r}")
         from ..precision import check_precision

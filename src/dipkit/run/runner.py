@@ -44,6 +44,7 @@ import torch
 from .config import RunConfig
 from ..errors import DipkitError
 from ..metrics import fov_mask
+from .ensembles import chunk_config, join_runs, member_chunks
 from .rundir import CHECKPOINT, RunResult, prepare_run_dir, remove_checkpoint, write_run_dir
 from .summary import ensemble_info, finite, metric_pair, selection, stop_info, uncertainty_info
 from .resolve import make_split, resolve_config, resolve_device, resolve_validation, step_budget
@@ -103,10 +104,15 @@ def _autocast_dtype(cfg: RunConfig, method, device) -> torch.dtype | None:
     return torch.bfloat16 if resolve_precision(cfg.precision, device, method) == "bf16" else None
 
 
-def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=None, seeds=None):
+def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=None, seeds=None, mode=None):
     """The engine :class:`~dipkit.engine.State` of ``method`` on ``problem`` (already on ``device``,
     ``cfg`` resolved): the seeded generator, the network and its input for network methods, the step
     budget, the problem's metadata and the engine settings (precision, history interval).
+
+    An ensemble's members (``cfg.ensemble`` or ``seeds``) are built one by one, each as its own run
+    would build it, and then held by a :class:`~dipkit.nets.ensemble.StackedEnsemble` (``mode``
+    ``"stacked"``) or an :class:`~dipkit.nets.ensemble.Ensemble` (``"loop"``); ``mode=None`` decides
+    by ``cfg.ensemble_mode`` (:func:`dipkit.run.ensembles.choose_mode`).
 
     ``net``: a user's ``nn.Module`` used as f_θ instead of ``cfg.net`` (a copy, moved to the device;
     its weights as given are the initialisation); its input follows ``cfg.input`` with, for
@@ -147,14 +153,21 @@ def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=No
                 device=device, dtype=problem.y.dtype))
     state.generator = gens[0]
     if n > 1:
-        from ..nets.ensemble import Ensemble
-
         state.generators = gens
     if method.uses_network:
         if net is None and cfg.net.options.get("weights"):
             state.meta["net_weights"] = str(cfg.net.options["weights"])  # e.g. subspace-dip's trajectory beside it
         state.z = zs[0] if n == 1 else torch.cat(zs)
-        state.net = nets[0] if n == 1 else Ensemble(nets)
+        if n == 1:
+            state.net = nets[0]
+        else:
+            from ..nets.ensemble import Ensemble, StackedEnsemble
+            from .ensembles import choose_mode
+
+            if mode is None:
+                mode, _ = choose_mode(method, cfg, nets, state.autocast_dtype)
+            state.net = StackedEnsemble(nets) if mode == "stacked" else Ensemble(nets)
+            del nets
         state.net.train()
         state.z_perturb = float(cfg.input.perturb)
         from ..physics.subsets import make_subset_term
@@ -189,10 +202,11 @@ class _Run:
 
 
 def _build_run(method, problem, cfg: RunConfig, device, *, split, rules, mask, quiet, console, restore=None,
-               net=None) -> _Run:
+               net=None, mode=None, label=None) -> _Run:
     """Build a run (state and callbacks; restored from ``restore``, a :meth:`_Run.state_dict`, when
     given) without starting it: :func:`_advance` runs it (and may continue it with a larger budget,
-    as ``--method auto``'s successive halving does)."""
+    as ``--method auto``'s successive halving does). ``mode``: the ensemble's (:func:`build_state`);
+    ``label``: the progress bar's (default the method's name)."""
     from ..engine.healing import Healer
     from ..engine.progress import ProgressBar
     from ..engine.recorder import HistoryRecorder
@@ -202,7 +216,7 @@ def _build_run(method, problem, cfg: RunConfig, device, *, split, rules, mask, q
     from ..stopping.limits import TimeLimit
 
     fit = problem if split is None else _fit_view(problem, split)
-    state = build_state(method, fit, cfg, device, net=net)
+    state = build_state(method, fit, cfg, device, net=net, mode=mode)
     check = int(cfg.log_every)
     rule_cbs = [make_stopping_rule(name, mode, cfg.early_stop, check_every=check, split=split)
                 for name, mode in rules]
@@ -212,7 +226,11 @@ def _build_run(method, problem, cfg: RunConfig, device, *, split, rules, mask, q
     healer = Healer.from_config(cfg.healing, check)  # the engine uses it only for methods with an optimiser
     done = 0.0
     if restore:
-        state.load_state_dict(restore["state"])
+        try:
+            state.load_state_dict(restore["state"])
+        except RuntimeError as exc:  # e.g. a network of another kind (ensemble mode) than the one saved
+            first = str(exc).splitlines()[0][:200]
+            raise DipkitError(f"the checkpoint's state does not fit this run ({first})") from None
         cbs_sd = to_device_tree(restore["callbacks"], device)
         for cb in rule_cbs:
             if cb.rule not in cbs_sd["rules"]:
@@ -229,7 +247,7 @@ def _build_run(method, problem, cfg: RunConfig, device, *, split, rules, mask, q
     if cfg.time_limit:
         callbacks.append(TimeLimit(float(cfg.time_limit), check_every=check, spent=done))
     if not quiet:
-        callbacks.append(ProgressBar(recorder, description=cfg.method, console=console))
+        callbacks.append(ProgressBar(recorder, description=label or cfg.method, console=console))
     out = _Run(state, recorder, rule_cbs, done, healer, schedule=schedule, budget=step_budget(cfg, method)[1])
     out.callbacks = callbacks
     return out
@@ -250,11 +268,11 @@ def _advance(method, run_: _Run, max_steps: int | None = None) -> _Run:
 
 
 def _run_once(method, problem, cfg: RunConfig, device, *, split, rules, mask, quiet, console, restore=None,
-              checkpoint=None, net=None) -> _Run:
+              checkpoint=None, net=None, mode=None, label=None) -> _Run:
     """Build the run (:func:`_build_run`) and run it; ``checkpoint(run, t0) -> Checkpointer``: the
     run's checkpoint writer."""
     out = _build_run(method, problem, cfg, device, split=split, rules=rules, mask=mask, quiet=quiet,
-                     console=console, restore=restore, net=net)
+                     console=console, restore=restore, net=net, mode=mode, label=label)
     if checkpoint is not None:
         out.checkpointer = checkpoint(out, time.perf_counter())
         out.callbacks.append(out.checkpointer)
@@ -268,7 +286,37 @@ def _comparable(request: dict) -> dict:
     out = json.loads(json.dumps(_jsonable(request)))
     if isinstance(out, dict):
         out.pop("checkpoint", None)
+        for key, default in _LATER_SETTINGS.items():  # settings added later: absent = their default
+            if out.get(key, default) == default:
+                out.pop(key, None)
     return out
+
+
+#: top-level settings added after the checkpoint format, with their defaults (:func:`_comparable`)
+_LATER_SETTINGS = {"ensemble_mode": "auto", "ensemble_memory_gb": None}
+
+
+def _ensemble_plan(method, fit, cfg: RunConfig, device, ckpt, net) -> dict | None:
+    """How an ensemble runs (:func:`dipkit.run.ensembles.plan_ensemble`): the checkpoint's plan when
+    resuming (a checkpoint written before plans existed ran the loop in one run), else planned from
+    member 0's network and input, built as for its run (the global random state is kept)."""
+    from .ensembles import plan_ensemble
+
+    n = int(cfg.ensemble)
+    if n == 1 or not method.uses_network or getattr(method, "direct", False) or net is not None:
+        return None
+    if ckpt is not None:
+        plan = ckpt.get("ensemble")
+        return dict(plan) if plan else {"mode": "loop", "loop_reason": "resumed from an older checkpoint", "chunk": n,
+                                        "memory_gb": None}
+    one = copy.deepcopy(cfg)
+    one.ensemble = 1
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        probe = build_state(method, fit, one, device)
+        plan = plan_ensemble(method, cfg, n, probe.net, probe.z, device, probe.autocast_dtype)
+    del probe
+    return plan
 
 
 def _load_resume(out: Path, cfg: RunConfig, problem, resume) -> dict | None:
@@ -352,6 +400,8 @@ def run_method(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, qu
         resumed_at.append(int(((runs_done.get(ckpt.get("phase")) or {}).get("state") or {}).get("step", 0)))
 
     fingerprint = problem.fingerprint()
+    plan = _ensemble_plan(method, problem if split is None else _fit_view(problem, split), resolved, device, ckpt,
+                          net)
 
     def document(phase: str, runs: dict) -> dict:
         cfg_now = copy.deepcopy(resolved)
@@ -361,7 +411,7 @@ def run_method(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, qu
                 "problem": {"file": problem.file, "sha256": problem.file_sha256,
                             "fingerprint": fingerprint},
                 "split": None if split is None else {**split.describe(), "held_out": split.held_out.cpu()},
-                "resumed_at": resumed_at, "dicom": bool(dicom)}
+                "resumed_at": resumed_at, "dicom": bool(dicom), "ensemble": plan}
 
     def checkpointer(phase: str, earlier: dict):
         if not checkpointing:
@@ -378,8 +428,27 @@ def run_method(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, qu
     if checkpointing and ckpt is None:
         out.mkdir(parents=True, exist_ok=True)
         save_checkpoint(out / CHECKPOINT, document("main", {}))  # step 0: the configuration only
-    main = _run_once(method, problem, resolved, device, split=split, rules=rules, mask=mask, quiet=quiet,
-                     console=console, restore=runs_done.get("main"), checkpoint=checkpointer("main", {}), net=net)
+    mode = None if plan is None else plan["mode"]
+    chunks = [(0, int(resolved.ensemble))] if plan is None else member_chunks(int(resolved.ensemble), plan["chunk"])
+    if len(chunks) == 1:
+        main = _run_once(method, problem, resolved, device, split=split, rules=rules, mask=mask, quiet=quiet,
+                         console=console, restore=runs_done.get("main"), checkpoint=checkpointer("main", {}),
+                         net=net, mode=mode)
+    else:  # the ensemble in consecutive runs of at most plan["chunk"] members (dipkit.run.ensembles)
+        runs, earlier = [], {}
+        for i, (lo, hi) in enumerate(chunks):
+            phase = "main" if i == 0 else f"main.{i}"
+            sub = chunk_config(resolved, lo, hi, int(resolved.ensemble))
+            if checkpointing and i > 0 and phase not in runs_done:
+                save_checkpoint(out / CHECKPOINT, document(phase, earlier))
+            run_i = _run_once(method if i == 0 else sub.validate(), problem, sub, device, split=split, rules=rules,
+                              mask=mask, quiet=quiet, console=console, restore=runs_done.get(phase),
+                              checkpoint=checkpointer(phase, dict(earlier)), net=net, mode=mode,
+                              label=f"{cfg.method} [members {lo + 1}–{hi} of {resolved.ensemble}]")
+            if checkpointing:  # complete: a resumed run replays it (no steps) for its results
+                earlier[phase] = run_i.state_dict(run_i.wall)
+            runs.append(run_i)
+        main = join_runs(runs, chunks)
 
     def do_refit(val_cb) -> _Run:
         """Rerun on all data for the val rule's k* steps."""
@@ -397,7 +466,7 @@ def run_method(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, qu
 
     return _finish(main, method=method, problem=problem, cfg=cfg, resolved=resolved, split=split, mask=mask,
                    device=device, request=request, resumed_at=resumed_at, out=out, dicom=dicom, net=net,
-                   do_refit=do_refit)
+                   do_refit=do_refit, plan=None if plan is None else {**plan, "runs": len(chunks)})
 
 
 def direct_reconstruction(problem) -> torch.Tensor | None:
@@ -412,11 +481,12 @@ def direct_reconstruction(problem) -> torch.Tensor | None:
 
 
 def _finish(main: _Run, *, method, problem, cfg: RunConfig, resolved: RunConfig, split, mask, device, request,
-            resumed_at, out, dicom, net, do_refit, naive=None) -> RunResult:
+            resumed_at, out, dicom, net, do_refit, naive=None, plan=None) -> RunResult:
     """The result of a finished run (``main``): selections, metrics, estimates; writes ``out`` when
     given. ``do_refit(val_cb) -> _Run``: the refit of ``validation.refit`` (None: no refit).
     ``naive``: the problem's direct reconstruction when the caller has it (computed here when ``out``
-    is given and it is None)."""
+    is given and it is None). ``plan``: an ensemble's plan (:mod:`dipkit.run.ensembles`), recorded
+    in ``ensemble``."""
     from .. import __version__
 
     direct = getattr(method, "direct", False)
@@ -462,6 +532,8 @@ def _finish(main: _Run, *, method, problem, cfg: RunConfig, resolved: RunConfig,
     if members > 1:
         recon, uncertainty = ensemble_mean_std(chosen)
         ens_info = ensemble_info(cfg, main, chosen, problem, mask)
+        if plan is not None:
+            ens_info.update(plan)
         estimates = {k: v.mean(0, keepdim=True) for k, v in estimates.items()}
     if "posterior_var" in state.aux:  # SGLD: the posterior's pixel-wise std
         uncertainty = posterior_std(state.aux["posterior_var"], final)
