@@ -139,6 +139,18 @@ def test_auto_overwrite_replaces_the_candidates(auto_run, tmp_path):
     assert not any(copy.iterdir())
 
 
+def test_auto_time_limit_spent_before_a_network_candidate_ran(ct_problem):
+    from dipkit.run import reconstruct
+
+    cfg = RunConfig(method="auto", device="cpu", log_every=5, max_iterations=60, time_limit=1e-6)
+    cfg.net.options.update(TINY_NET)
+    cfg.set("auto.candidates", "tv,dip,dip-tv")
+    res = reconstruct(ct_problem, cfg, None, quiet=True)  # the baseline ran (a few steps); no network candidate did
+    rows = {r["candidate"]: r for r in res["auto"]["candidates"]}
+    assert res["auto"]["chosen"] == "tv" and rows["dip"]["steps"] == 0 and rows["dip"]["misfit"] is None
+    assert rows["dip-tv"]["status"].startswith("not run")
+
+
 def test_auto_cli_and_bench_row(ct_problem_file, tmp_path):
     from dipkit.bench import run_bench
     from dipkit.cli import main

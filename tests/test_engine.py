@@ -1,6 +1,6 @@
 import torch
 
-from dipkit.engine import EMA, Callback, LastIterate, State, run
+from dipkit.engine import EMA, Callback, LastIterate, State, observe, run
 from dipkit.methods import Method
 
 
@@ -136,3 +136,28 @@ def test_resume_gives_same_result_as_uninterrupted():
     run(_Traced(), b, [])
     assert b.step == 10
     assert torch.allclose(a.x, b.x, atol=1e-6)
+
+
+def test_observe_adds_a_callback_to_every_run_in_its_block():
+    seen = []
+
+    def make(state, callbacks):
+        seen.append((state, [type(c).__name__ for c in callbacks.callbacks]))
+        cb = _Recorder()
+        seen.append(cb)
+        return cb
+
+    own = _Recorder()
+    st = _state(4)
+    with observe(make), observe(lambda state, callbacks: None):  # nested; None adds nothing
+        run(_Traced(), st, [own])
+        st.max_steps = 6
+        run(_Traced(), st, [own])  # a continued run: one observer per run call
+    run(_Traced(), _state(2), [own])  # outside the block: not observed
+    assert [s for s, _ in seen[0::2]] == [st, st] and seen[0][1] == ["_Recorder"]
+    first, second = seen[1], seen[3]
+    assert [e for e in first.events if e[0] != "outer"] == [("start", 0), *[("step", k) for k in range(1, 5)],
+                                                            ("end", 4)]
+    assert second.events[0] == ("start", 4) and second.events[-1] == ("end", 6)
+    # observers come after the run's own callbacks
+    assert own.events[-1] == ("end", 2) and len(seen) == 4

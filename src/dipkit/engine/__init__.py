@@ -2,8 +2,8 @@
 
 from .callbacks import Callback, CallbackList
 from .output import EMA, LastIterate, OutputRule, make_output_rule
-from .solver import run
+from .solver import observe, run
 from .state import State
 
-__all__ = ["run", "State", "Callback", "CallbackList", "OutputRule", "LastIterate", "EMA",
+__all__ = ["run", "observe", "State", "Callback", "CallbackList", "OutputRule", "LastIterate", "EMA",
            "make_output_rule"]

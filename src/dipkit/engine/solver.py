@@ -7,16 +7,42 @@ host–device synchronisation: loss terms stay on the device; observers read the
 
 The loop runs under ``torch.enable_grad()``, so a run started inside ``torch.no_grad()`` (e.g. by
 ``deepinv.test`` through :class:`dipkit.api.DIPReconstructor`) still optimises its network.
+
+:func:`observe` adds an observer to every run started inside a ``with`` block, also to runs that
+the library starts itself (``dipkit.reconstruct``, the candidates of ``--method auto``): for
+benchmarks and profilers that need a hook into a run they do not build.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Callable, Iterator
 
 import torch
 
 from .callbacks import Callback, CallbackList
 from .state import State
 
-__all__ = ["run"]
+__all__ = ["run", "observe"]
+
+#: the observer factories of the enclosing :func:`observe` blocks (innermost last)
+_OBSERVERS: ContextVar[tuple] = ContextVar("dipkit_engine_observers", default=())
+
+
+@contextmanager
+def observe(make: Callable[[State, CallbackList], Callback | None]) -> Iterator[None]:
+    """Within the block, every :func:`run` also calls the callback ``make(state, callbacks)`` returns
+    (None: none), after the run's own ``callbacks`` (a :class:`CallbackList`; e.g. to find the run's
+    stopping rules). ``make`` is called once per :func:`run` call, so a run continued block by block
+    (``--method auto``'s successive halving) gets one per block, with the same ``state``. Blocks
+    nest; the setting is per thread (a :class:`~contextvars.ContextVar`). An observer, like any
+    callback, must not synchronise host and device every step."""
+    token = _OBSERVERS.set((*_OBSERVERS.get(), make))
+    try:
+        yield
+    finally:
+        _OBSERVERS.reset(token)
 
 
 def run(method, state: State, callbacks=(), *, healer=None) -> State:
@@ -45,9 +71,13 @@ def run(method, state: State, callbacks=(), *, healer=None) -> State:
     an optimiser. The loop can resume a state loaded from :meth:`State.load_state_dict`
     (``state.step > 0``): ``method.setup`` is then told not to re-initialise auxiliary variables,
     and an optimiser state loaded before the optimiser existed (``state.pending_optimizer``) is
-    applied once it is built.
+    applied once it is built. Observers of enclosing :func:`observe` blocks are called after
+    ``callbacks``.
     """
     cbs = callbacks if isinstance(callbacks, Callback) else CallbackList(callbacks)
+    observers = [cb for cb in (make(state, cbs) for make in _OBSERVERS.get()) if cb is not None]
+    if observers:
+        cbs = CallbackList([cbs, *observers])
     with torch.enable_grad():
         return _run(method, state, cbs, healer)
 

@@ -272,7 +272,10 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
         raise DipkitError("auto: every candidate failed (" + "; ".join(f"{c.label}: {c.error}" for c in cands) + ")")
     naive = None if out is None else direct_reconstruction(problem)  # one for every overview.png
     for c in cands:
-        if c.error is None and c.method.uses_network:
+        if c.error is None and c.method.uses_network and c.steps == 0:
+            # the time limit was spent before its first rung: nothing to report (and no misfit to rank)
+            c.status = "not run: the time limit was spent before its first rung"
+        elif c.error is None and c.method.uses_network:
             cdir = None if out is None else out / CANDIDATES_DIR / c.label
             c.result = _finish(c.run, method=c.method, problem=problem, cfg=c.cfg, resolved=c.resolved, split=split,
                                mask=mask, device=device, request=c.cfg.to_dict(), resumed_at=[], out=cdir,
