@@ -25,20 +25,14 @@ import datetime
 import glob
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except Exception:  # noqa: BLE001 - best effort
-        return "unknown"
+sys.path.insert(0, str(Path(__file__).parent))
+from _provenance import git_commit  # noqa: E402
 
 
 def rerank(case_dir: Path) -> dict:
@@ -95,7 +89,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     recs = [rerank(Path(d)) for d in sorted(glob.glob(str(args.bench / "cases" / "*" / "*" / "auto" / "seed0")))]
-    lines = [f"Made by `python benchmarks/auto_one_se.py {' '.join(sys.argv[1:])}` at commit {_git_commit()}, "
+    lines = [f"Made by `python benchmarks/auto_one_se.py {' '.join(sys.argv[1:])}` at commit {git_commit()}, "
              f"{datetime.date.today()}.", "",
              "## Network candidates against TV's fit-view image (paired z over held-out entries)", "",
              "| task | entries | TV PSNR | candidate | misfit − TV's | z | PSNR | PSNR − TV |",

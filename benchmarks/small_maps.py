@@ -1,0 +1,124 @@
+"""Small feature maps: does another convolution path make a batch-1 3×3 convolution faster on the CPU?
+
+At batch 1 PyTorch sends a 3×3 convolution whose input is small (``ConvParams::use_mkldnn``: below
+a size threshold, ``groups == 1``) to its own ``_slow_conv2d`` (im2col + GEMM) instead of oneDNN
+(mkldnn). A profile of a small-net DIP step put ~12 % of it there (issue 17). This script times, for
+the feature-map shapes of the default ``unet`` preset and a few neighbours, forward + backward of
+one convolution (input, weight and bias need gradients, as in training) by four paths:
+
+* ``native``        — ``F.conv2d`` as PyTorch chooses (the slow path for the small maps);
+* ``mkldnn``        — ``torch.mkldnn_convolution`` forced (oneDNN, the path larger maps take);
+* ``channels_last`` — ``F.conv2d`` on channels-last input and weight (a layout change: PyTorch's
+  heuristic then prefers oneDNN);
+* ``batch2``        — the input doubled to batch 2 with a zero sample (batch > 1 takes oneDNN), the
+  first output kept: the "batching" way round the heuristic.
+
+It also records which kernel ``native`` runs (the profiler's op names). Timing is interleaved (the
+paths alternate within each round; the median of ``--rounds`` rounds of ``--reps`` calls), and the
+ratios path ÷ native are what to read (< 1: faster than PyTorch's choice).
+
+Run::
+
+    OMP_NUM_THREADS=2 python benchmarks/small_maps.py --threads 2 --out small-maps.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _provenance import git_commit  # noqa: E402
+
+#: (channels, size, stride): the default unet preset's 3×3 convolutions at 64² (encoder 16→8 px,
+#: skip/decoder maps) and 32², 16² neighbours
+SHAPES = [(16, 64, 1), (16, 32, 1), (32, 32, 1), (32, 16, 1), (32, 8, 1), (64, 8, 1), (16, 64, 2),
+          (32, 32, 2), (64, 16, 1), (128, 16, 1)]
+
+
+def _paths(c: int, h: int, s: int):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, c, h, h, generator=g, requires_grad=True)
+    w = torch.randn(c, c, 3, 3, generator=g, requires_grad=True)
+    b = torch.randn(c, generator=g, requires_grad=True)
+    xl = x.detach().to(memory_format=torch.channels_last).requires_grad_()
+    wl = w.detach().to(memory_format=torch.channels_last).requires_grad_()
+
+    def native():
+        F.conv2d(x, w, b, stride=s, padding=1).sum().backward()
+
+    def mkldnn():
+        torch.mkldnn_convolution(x, w, b, [1, 1], [s, s], [1, 1], 1).sum().backward()
+
+    def channels_last():
+        F.conv2d(xl, wl, b, stride=s, padding=1).sum().backward()
+
+    def batch2():
+        x2 = torch.cat([x, torch.zeros_like(x)])
+        F.conv2d(x2, w, b, stride=s, padding=1)[:1].sum().backward()
+
+    ref = F.conv2d(x, w, b, stride=s, padding=1).detach()
+    err = float((torch.mkldnn_convolution(x, w, b, [1, 1], [s, s], [1, 1], 1).detach() - ref).abs().max())
+    return {"native": native, "mkldnn": mkldnn, "channels_last": channels_last, "batch2": batch2}, err
+
+
+def _kernel(fn) -> str:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    names = {e.name for e in prof.events()}
+    for key in ("slow_conv2d", "mkldnn_convolution", "_convolution"):
+        hits = sorted(n for n in names if key in n)
+        if hits:
+            return hits[0]
+    return "?"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    lines = [f"Made by `python benchmarks/small_maps.py {' '.join(sys.argv[1:])}` at commit {git_commit()}, "
+             f"{datetime.date.today()}, torch {torch.__version__}, {args.threads} threads.", "",
+             "Forward + backward of one 3×3 convolution at batch 1, µs (median of rounds); ratio = path ÷ native.", "",
+             "| channels | size | stride | native kernel | native µs | mkldnn | channels_last | batch2 | max diff mkldnn |",
+             "|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for c, h, s in SHAPES:
+        fns, err = _paths(c, h, s)
+        kernel = _kernel(fns["native"])
+        times = {k: [] for k in fns}
+        for f in fns.values():
+            f()  # warm-up
+        for _ in range(args.rounds):
+            for k, f in fns.items():
+                t = time.perf_counter()
+                for _ in range(args.reps):
+                    f()
+                times[k].append((time.perf_counter() - t) / args.reps * 1e6)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        n = med["native"]
+        lines.append(f"| {c} | {h} | {s} | {kernel} | {n:.0f} | " + " | ".join(
+            f"{med[k]:.0f} ({med[k] / n:.2f})" for k in ("mkldnn", "channels_last", "batch2")) + f" | {err:.1e} |")
+        print(lines[-1], flush=True)
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        tmp = args.out.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, args.out)
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
