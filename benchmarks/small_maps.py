@@ -13,7 +13,8 @@ one convolution (input, weight and bias need gradients, as in training) by four 
 * ``batch2``        — the input doubled to batch 2 with a zero sample (batch > 1 takes oneDNN), the
   first output kept: the "batching" way round the heuristic.
 
-It also records which kernel ``native`` runs (the profiler's op names). Timing is interleaved (the
+It also records which kernel ``native`` runs (the profiler's op names), and times one whole
+training step of the default ``unet`` preset with contiguous vs channels-last tensors. Timing is interleaved (the
 paths alternate within each round; the median of ``--rounds`` rounds of ``--reps`` calls), and the
 ratios path ÷ native are what to read (< 1: faster than PyTorch's choice).
 
@@ -81,6 +82,36 @@ def _kernel(fn) -> str:
     return "?"
 
 
+def _unet_step(size: int, rounds: int, reps: int) -> tuple[float, float]:
+    """Median ms of one training step of the default ``unet`` preset, contiguous and channels-last
+    (interleaved rounds)."""
+    from dipkit.nets import build_net
+
+    steps = {}
+    for cl in (False, True):
+        torch.manual_seed(0)
+        net, z = build_net("unet", 32, 1), torch.randn(1, 32, size, size)
+        if cl:
+            net, z = net.to(memory_format=torch.channels_last), z.to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(net.parameters(), 1e-3)
+
+        def step(net=net, z=z, opt=opt):
+            opt.zero_grad()
+            net(z).pow(2).mean().backward()
+            opt.step()
+
+        step()
+        steps[cl] = step
+    times = {False: [], True: []}
+    for _ in range(rounds):
+        for cl, step in steps.items():
+            t = time.perf_counter()
+            for _ in range(reps):
+                step()
+            times[cl].append((time.perf_counter() - t) / reps * 1e3)
+    return statistics.median(times[False]), statistics.median(times[True])
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -110,6 +141,13 @@ def main(argv=None) -> None:
         n = med["native"]
         lines.append(f"| {c} | {h} | {s} | {kernel} | {n:.0f} | " + " | ".join(
             f"{med[k]:.0f} ({med[k] / n:.2f})" for k in ("mkldnn", "channels_last", "batch2")) + f" | {err:.1e} |")
+        print(lines[-1], flush=True)
+    lines += ["", "One training step (forward, backward, Adam) of the default `unet` preset (32 input channels), "
+              "batch 1, ms (median of rounds): contiguous vs channels-last network and input.", "",
+              "| size | contiguous ms | channels_last ms | ratio |", "|---:|---:|---:|---:|"]
+    for size in (64, 128):
+        a, b = _unet_step(size, args.rounds, args.reps)
+        lines.append(f"| {size} | {a:.1f} | {b:.1f} | {b / a:.2f} |")
         print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     if args.out:
