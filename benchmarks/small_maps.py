@@ -14,7 +14,8 @@ one convolution (input, weight and bias need gradients, as in training) by four 
   first output kept: the "batching" way round the heuristic.
 
 It also records which kernel ``native`` runs (the profiler's op names), and times one whole
-training step of the default ``unet`` preset with contiguous vs channels-last tensors. Timing is interleaved (the
+training step of the default ``unet`` preset with contiguous vs channels-last tensors, and with
+``--runs N`` whole default ``dip`` runs of N steps with ``memory_format`` contiguous vs channels_last. Timing is interleaved (the
 paths alternate within each round; the median of ``--rounds`` rounds of ``--reps`` calls), and the
 ratios path ÷ native are what to read (< 1: faster than PyTorch's choice).
 
@@ -112,11 +113,29 @@ def _unet_step(size: int, rounds: int, reps: int) -> tuple[float, float]:
     return statistics.median(times[False]), statistics.median(times[True])
 
 
+def _dip_runs(size: int, steps: int, rounds: int) -> tuple[float, float]:
+    """Median engine seconds of a default ``dip`` run of ``steps`` steps, contiguous and channels-last."""
+    import dipkit
+    from dipkit.run import reconstruct
+    from dipkit.run.config import RunConfig
+
+    img, _ = dipkit.load_image_source(None, "ct", size=size, channels="gray")
+    problem = dipkit.simulate("ct", img, views=30, noise_level=0.02, seed=0)
+    times = {"contiguous": [], "channels_last": []}
+    for _ in range(rounds):
+        for fmt in times:
+            cfg = RunConfig(method="dip", iterations=steps, device="cpu", memory_format=fmt)
+            times[fmt].append(float(reconstruct(problem, cfg, quiet=True)["wall_time_s"]))
+    return statistics.median(times["contiguous"]), statistics.median(times["channels_last"])
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--runs", type=int, default=0, help="also whole dip runs of this many steps (0: none)")
+    ap.add_argument("--run-rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -149,6 +168,14 @@ def main(argv=None) -> None:
         a, b = _unet_step(size, args.rounds, args.reps)
         lines.append(f"| {size} | {a:.1f} | {b:.1f} | {b / a:.2f} |")
         print(lines[-1], flush=True)
+    if args.runs:
+        lines += ["", f"Whole `dipkit` runs (default `dip`, CT 30 views, {args.runs} steps, engine seconds, median of "
+                  f"{args.run_rounds} interleaved rounds) with `memory_format` contiguous vs channels_last.", "",
+                  "| size | contiguous s | channels_last s | ratio |", "|---:|---:|---:|---:|"]
+        for size in (64, 128):
+            a, b = _dip_runs(size, args.runs, args.run_rounds)
+            lines.append(f"| {size} | {a:.2f} | {b:.2f} | {b / a:.2f} |")
+            print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     if args.out:
         tmp = args.out.with_suffix(".tmp")

@@ -104,6 +104,14 @@ def _autocast_dtype(cfg: RunConfig, method, device) -> torch.dtype | None:
     return torch.bfloat16 if resolve_precision(cfg.precision, device, method) == "bf16" else None
 
 
+def _channels_last(cfg: RunConfig, device: torch.device) -> bool:
+    """Whether a run's dipkit-built network (a single one, or each member of a loop ensemble) runs channels-last: ``memory_format`` auto means
+    on the CPU, where it measured 0.86–0.89× of a contiguous step (``benchmarks/results/small-maps.md``);
+    on a GPU it is unmeasured, so auto keeps the contiguous layout there."""
+    mf = getattr(cfg, "memory_format", "auto")
+    return mf == "channels_last" or (mf == "auto" and device.type == "cpu")
+
+
 def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=None, seeds=None, mode=None):
     """The engine :class:`~dipkit.engine.State` of ``method`` on ``problem`` (already on ``device``,
     ``cfg`` resolved): the seeded generator, the network and its input for network methods, the step
@@ -160,12 +168,21 @@ def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=No
         state.z = zs[0] if n == 1 else torch.cat(zs)
         if n == 1:
             state.net = nets[0]
+            if net is None and _channels_last(cfg, device):
+                from ..nets.layout import use_channels_last
+
+                use_channels_last(state.net)
         else:
             from ..nets.ensemble import Ensemble, StackedEnsemble
             from .ensembles import choose_mode
 
             if mode is None:
                 mode, _ = choose_mode(method, cfg, nets, state.autocast_dtype)
+            if mode != "stacked" and _channels_last(cfg, device):
+                from ..nets.layout import use_channels_last
+
+                for member in nets:  # as each member's own run: the loop equals separate runs bit for bit
+                    use_channels_last(member)
             state.net = StackedEnsemble(nets) if mode == "stacked" else Ensemble(nets)
             del nets
         state.net.train()
@@ -293,7 +310,7 @@ def _comparable(request: dict) -> dict:
 
 
 #: top-level settings added after the checkpoint format, with their defaults (:func:`_comparable`)
-_LATER_SETTINGS = {"ensemble_mode": "auto", "ensemble_memory_gb": None}
+_LATER_SETTINGS = {"ensemble_mode": "auto", "ensemble_memory_gb": None, "memory_format": "auto"}
 
 
 def _ensemble_plan(method, fit, cfg: RunConfig, device, ckpt, net) -> dict | None:
