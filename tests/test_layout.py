@@ -1,6 +1,6 @@
 """The network's layout (dipkit.nets.layout, the ``memory_format`` setting): channels-last on the
 CPU changes no result beyond float rounding, keeps the state dict and the layout seen outside the
-network, and is chosen by ``auto`` only for one dipkit network on the CPU."""
+network; it applies to a single network and to loop-ensemble members, not to stacked members."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_channels_last_run_equals_the_contiguous_run(ct_problem, tiny_cfg, metho
                                rtol=1e-2, atol=1e-3)  # float rounding, grown by Adam over 15 steps
 
 
-def test_auto_layout_is_channels_last_for_one_network_on_the_cpu(ct_problem, tiny_cfg):
+def test_memory_format_channels_last_converts_the_run_network_and_loop_members(ct_problem, tiny_cfg):
     from dipkit.run.resolve import resolve_config
 
     def net(**settings):
@@ -62,11 +62,11 @@ def test_auto_layout_is_channels_last_for_one_network_on_the_cpu(ct_problem, tin
         method = cfg.validate()
         return build_state(method, ct_problem, resolve_config(cfg, method, ct_problem), torch.device("cpu")).net
 
-    assert is_channels_last(net())
-    assert not is_channels_last(net(memory_format="contiguous"))
-    stacked = net(ensemble=2)  # stacked members: one [N, …] tensor per name, contiguous
+    assert not is_channels_last(net())  # the default: contiguous
+    assert is_channels_last(net(memory_format="channels_last"))
+    stacked = net(ensemble=2, memory_format="channels_last")  # stacked members: one [N, …] tensor per name, contiguous
     assert stacked.mode == "stacked" and not is_channels_last(stacked)
-    loop = net(ensemble=2, ensemble_mode="loop")  # loop members: as their own runs
+    loop = net(ensemble=2, ensemble_mode="loop", memory_format="channels_last")  # loop members: as their own runs
     assert all(is_channels_last(m) for m in loop.members)
 
 

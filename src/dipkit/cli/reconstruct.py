@@ -67,7 +67,8 @@ def add_arguments(r) -> None:
                         "data.subset (stochastic DIP: share of CT views / MRI lines / image rows per step), "
                         "log_every, precision (auto: bf16 where the hardware does it natively, else fp32; fp32; bf16), "
                         "ensemble_mode (auto: stacked where valid, else loop; stacked; loop), ensemble_memory_gb "
-                        "(GB the ensemble's members may use; default half the available memory)")
+                        "(GB the ensemble's members may use; default half the available memory), memory_format "
+                        "(contiguous, default; channels_last: the network's layout)")
     r.add_argument("--config", help="YAML config (e.g. a run's config.yaml); --set and flags override it")
     r.add_argument("--out", help="run directory to write (new or empty, unless --overwrite)")
     r.add_argument("--overwrite", action="store_true",

@@ -1,4 +1,4 @@
-"""The network's tensor layout: channels-last on the CPU.
+"""The network's tensor layout: channels-last, opt-in (``--set memory_format=channels_last``).
 
 At batch 1 PyTorch's CPU convolutions are faster on channels-last (NHWC) tensors than on
 contiguous (NCHW) ones: 0.63–0.99× per 3×3 convolution and 0.86–0.89× of a whole training step of
@@ -10,6 +10,10 @@ way out, so everything outside the network (operators, losses, methods that resh
 ``view``) sees the usual layout, and the state dict (names, shapes, values) is unchanged —
 checkpoints and weights files load either way. The values computed are those of the contiguous
 network up to float rounding (other summation order), not bit for bit.
+
+Why it is not the default: whole default ``dip`` runs (300 steps, CT, 64² and 128²) measured
+0.89–1.18× of the contiguous runs' time across two sessions of ``benchmarks/small_maps.py --runs``
+— within this machine's run-to-run spread — so the per-step gain did not show as a run-level gain.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Override keys (``--set key=value``, values parsed as YAML scalars):
   ``precision``, ``log_every``, ``fov_mask``, ``ensemble``, ``ensemble_mode`` (``auto``/``stacked``/
   ``loop``: how an ensemble's members run, :mod:`dipkit.run.ensembles`), ``ensemble_memory_gb``
   (the memory an ensemble may use; default half of what is available), ``memory_format``
-  (``auto``/``channels_last``/``contiguous``: the network's tensor layout, :func:`dipkit.nets.layout.use_channels_last`);
+  (``contiguous``, default, or ``channels_last``: the network's tensor layout, :mod:`dipkit.nets.layout`);
 * ``net.name`` and ``net.<option>`` (network options, see ``dipkit nets``); ``net.weights=PATH`` starts
   the network from a weights file (``dipkit pretrain``) instead of its random initialisation;
 * ``input.kind``, ``input.channels``, ``input.std``, ``input.perturb``;
@@ -157,9 +157,9 @@ class RunConfig:
     ensemble_mode: str = "auto"
     # memory (GB) the members' training may use; None: half of what is available (chunks if needed)
     ensemble_memory_gb: float | None = None
-    # the network's layout: auto = channels-last for one dipkit network on the CPU (faster there,
-    # benchmarks/results/small-maps.md), else contiguous (dipkit.nets.layout)
-    memory_format: str = "auto"
+    # the network's layout: channels_last makes a training step 0.88x on this CPU but whole runs
+    # measured 0.89-1.18x (noise-level; benchmarks/results/small-maps.md), so it is opt-in
+    memory_format: str = "contiguous"
     params: dict = field(default_factory=dict)
     net: NetConfig = field(default_factory=NetConfig)
     input: InputConfig = field(default_factory=InputConfig)
@@ -326,8 +326,8 @@ class RunConfig:
             raise DipkitError(f"--ensemble needs a network method; {self.method!r} is deterministic")
         if self.ensemble_mode not in ("auto", "stacked", "loop"):
             raise DipkitError(f"ensemble_mode must be auto, stacked or loop, got {self.ensemble_mode!r}")
-        if self.memory_format not in ("auto", "channels_last", "contiguous"):
-            raise DipkitError(f"memory_format must be auto, channels_last or contiguous, got {self.memory_format!r}")
+        if self.memory_format not in ("contiguous", "channels_last"):
+            raise DipkitError(f"memory_format must be contiguous or channels_last, got {self.memory_format!r}")
         gb = self.ensemble_memory_gb
         if gb is not None and (isinstance(gb, bool) or not isinstance(gb, (int, float)) or not float(gb) > 0):
             raise DipkitError(f"ensemble_memory_gb must be a positive number of GB (or null: half the available "

@@ -105,11 +105,9 @@ def _autocast_dtype(cfg: RunConfig, method, device) -> torch.dtype | None:
 
 
 def _channels_last(cfg: RunConfig, device: torch.device) -> bool:
-    """Whether a run's dipkit-built network (a single one, or each member of a loop ensemble) runs channels-last: ``memory_format`` auto means
-    on the CPU, where it measured 0.86–0.89× of a contiguous step (``benchmarks/results/small-maps.md``);
-    on a GPU it is unmeasured, so auto keeps the contiguous layout there."""
-    mf = getattr(cfg, "memory_format", "auto")
-    return mf == "channels_last" or (mf == "auto" and device.type == "cpu")
+    """Whether a run's dipkit-built network (a single one, or each member of a loop ensemble) runs
+    channels-last (``memory_format``; :mod:`dipkit.nets.layout`)."""
+    return getattr(cfg, "memory_format", "contiguous") == "channels_last"
 
 
 def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=None, seeds=None, mode=None):
@@ -310,7 +308,7 @@ def _comparable(request: dict) -> dict:
 
 
 #: top-level settings added after the checkpoint format, with their defaults (:func:`_comparable`)
-_LATER_SETTINGS = {"ensemble_mode": "auto", "ensemble_memory_gb": None, "memory_format": "auto"}
+_LATER_SETTINGS = {"ensemble_mode": "auto", "ensemble_memory_gb": None, "memory_format": "contiguous"}
 
 
 def _ensemble_plan(method, fit, cfg: RunConfig, device, ckpt, net) -> dict | None:
