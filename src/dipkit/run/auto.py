@@ -60,8 +60,8 @@ from .config import RunConfig
 from .portfolio import CANDIDATES, PORTFOLIOS, AutoSelection, candidate_config, portfolio
 from .rundir import CANDIDATES as CANDIDATES_DIR, SELECTION_CSV, SELECTION_MD  # file names
 
-__all__ = ["PORTFOLIOS", "CANDIDATES", "portfolio", "candidate_config", "AutoSelection", "successive_halving", "one_se_choice",
-           "reconstruct_auto", "SELECTION_CSV", "SELECTION_MD", "CANDIDATES_DIR"]
+__all__ = ["PORTFOLIOS", "CANDIDATES", "portfolio", "candidate_config", "AutoSelection", "successive_halving",
+           "one_se_choice", "reconstruct_auto", "SELECTION_CSV", "SELECTION_MD", "CANDIDATES_DIR"]
 
 
 # ---------------------------------------------------------------------- successive halving
@@ -149,7 +149,8 @@ def one_se_choice(ranked: list, split, se: float) -> tuple[Any, dict | None]:
     minimum of noisy estimates, biased low — while the baseline's weight was chosen on a hold-out of
     its own and its misfit here is an unbiased estimate. In the 128² bench of
     ``benchmarks/results/defaults-128.md``, 5 of the 9 network candidates whose misfit was below
-    TV's by less than two standard errors had a lower PSNR than TV (``auto-one-se.md``). ``se = 0`` turns the rule off (the least misfit wins).
+    TV's by less than two standard errors had a lower PSNR than TV (``auto-one-se.md``).
+    ``se = 0`` turns the rule off (the least misfit wins).
     Returns ``(chosen, record)``; ``record`` is None when the rule did not apply (the best is a
     baseline, there is no baseline, or ``se = 0``)."""
     best = ranked[0]
@@ -407,8 +408,8 @@ def _markdown(rows: list[dict], chosen: str, combine: dict | None, total_steps: 
     else:
         why = f"Chosen by the least held-out misfit: **{chosen}**."
         if rule is not None:
-            why += (f" It beats {rule['baseline']} by {rule['z']:.2f} standard errors of the paired difference "
-                    f"(needed: {rule['se']:g}).")
+            why += (f" Its misfit is below {rule['baseline']}'s by {-rule['z']:.2f} standard errors of the paired "
+                    f"difference (needed: more than {rule['se']:g}).")
     lines += ["", f"{why} {total_steps} network steps in all, {wall:.0f} s."]
     if combine:
         lines.append(f"Combined: the mean of the {combine['k']} best ({', '.join(combine['candidates'])}), held-out "
