@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import DipkitError
+from .record import _Run
 
 __all__ = ["choose_mode", "optimizer_reason", "autocast_reason", "plan_ensemble", "member_bytes", "available_bytes",
            "member_chunks", "chunk_config", "join_runs", "JoinedRun"]
@@ -294,18 +295,9 @@ class _JoinedCheckpointer:
 
 
 @dataclass
-class JoinedRun:
-    """What :func:`dipkit.run.runner._finish` reads of a finished run, for chunks joined into one."""
-
-    state: _JoinedState
-    recorder: _JoinedRecorder
-    rules: list
-    wall: float
-    healer: object = None
-    checkpointer: object = None
-    schedule: object = None
-    budget: str = "fixed"
-    callbacks: list = None
+class JoinedRun(_Run):
+    """What :func:`dipkit.run.runner._finish` reads of a finished run, for chunks joined into one
+    (``state``: a :class:`_JoinedState`, ``recorder``: a :class:`_JoinedRecorder`)."""
 
 
 def _cat(tensors):
