@@ -88,6 +88,52 @@ def test_val_patience_window_grows_with_the_best_step_on_a_synthetic_curve(k0, e
     assert cb.window(k0) == expected_window
 
 
+class _Outlier(_UPath):
+    """x_k = y + f(k) d with f falling linearly from 1 to 0 at step 200 (then flat), except one lucky
+    iterate x_20 = y: its held-out misfit is a single outlier far below the curve around it."""
+
+    def forward(self, state):
+        self.k += 1
+        f = 0.0 if self.k == 20 else max(0.0, 1.0 - self.k / 200)
+        return self.y + f * self.d + 0.0 * self.p
+
+
+@pytest.mark.parametrize("smooth, pick, stop", [(1, 20, 71), (5, 204, 255)])
+def test_val_trailing_mean_does_not_let_one_low_evaluation_stop_a_falling_curve(smooth, pick, stop):
+    """The raw minimum (smooth = 1) is the outlier at step 20 and patience 50 stops the run at 71 while
+    the misfit still falls; the mean of the last 5 evaluations dilutes it, new minima follow the
+    curve down to 0 (first reached by the mean of steps 200…204) and the run stops 50 steps later."""
+    y, d, split, g = _problem()
+    cb = Validation(split, patience=50, mode="stop", check_every=1, smooth=smooth)
+    st = State(physics=split.fit_physics(), y=split.fit_y(), max_steps=1000, generator=g)
+    run(_Outlier(y, d, 100), st, [cb])
+    assert cb.iteration == pick and st.step == stop and st.stop_kind == "patience"
+    if smooth > 1:
+        assert cb.value == pytest.approx(0.0, abs=1e-12)
+        torch.testing.assert_close(cb.estimate, y)                  # the iterate at the step of the minimum
+        torch.testing.assert_close(st.metrics["val_mean"], cb.recent.nanmean(0))
+        assert cb.recent.shape == (5, 1) and "recent" in cb.state_dict()
+
+
+def test_val_smooth_is_a_setting_and_is_recorded(tmp_path, tiny_cfg):
+    from dipkit.errors import DipkitError
+    from dipkit.tasks import get_task
+
+    from .conftest import tiny_image
+
+    assert RunConfig().early_stop.smooth == 5
+    cfg = tiny_cfg("dip", iterations=30)
+    cfg.early_stop.rule = "val:record"
+    cfg.set("early_stop.smooth", "0")
+    with pytest.raises(DipkitError, match="smooth ≥ 1"):
+        cfg.validate()
+    cfg.set("early_stop.smooth", "3")
+    p = get_task("denoise").simulate(tiny_image(16), seed=0)
+    res = reconstruct(p, cfg, tmp_path / "run", quiet=True)
+    val = json.loads((tmp_path / "run" / "metrics.json").read_text())["validation"]
+    assert val["smooth"] == 3 and "val_mean" in res.history
+
+
 def test_plateau_schedule_halves_the_rate_after_each_window_without_a_new_minimum():
     y, d, split, g = _problem()
     k0 = 30

@@ -139,6 +139,8 @@ CASES = {
     "stochastic": ("dip", {"lr": 1e-2}, {"data.subset": 0.5, "input.perturb": 0.05}),
     # a classical baseline (aux variables, no optimiser)
     "tv": ("tv", {"alpha": 0.5}, {}),
+    # the val rule's trailing mean (its buffer of the last evaluations carried over the interruption)
+    "val-smooth": ("dip", {"lr": 1e-2}, {"early_stop.rule": "val:record", "early_stop.smooth": 4}),
 }
 
 
@@ -178,7 +180,7 @@ def test_val_rule_with_refit_resumes_in_either_phase(ct_problem, tiny_cfg, tmp_p
 
     def cfg():
         return _cfg(tiny_cfg, "dip", {"lr": 1e-2, "ema": None}, {"early_stop.rule": "val", "early_stop.patience": 3,
-                                                        "early_stop.patience_scale": 0,
+                                                        "early_stop.patience_scale": 0, "early_stop.smooth": 1,
                                                     "validation.refit": True, "validation.split": "entries"},
                     iterations=40)  # entries: the held-out split whose val curve these step counts describe
 

@@ -140,7 +140,7 @@ def test_ramp_score_weights_high_detector_frequencies():
 
 # ---------------------------------------------------------------------- configuration
 @pytest.mark.parametrize("key,value,needle", [
-    ("validation.split", "rays", "validation.split must be entries, views or auto"),
+    ("validation.split", "rays", "validation.split must be entries, views, lines or auto"),
     ("validation.score", "l1", "validation.score must be raw, ramp or auto"),
 ])
 def test_config_errors_are_one_line(key, value, needle):

@@ -79,6 +79,8 @@ class EarlyStopConfig:
     # val: the patience grows with the step of the best iterate so far, max(patience, scale · best step)
     patience_scale: float = 0.5
     delta: float = 0.99
+    # val: its minimum is taken of the trailing mean of this many evaluations (1: the raw misfit)
+    smooth: int = 5
     source: str = "estimate"  # wmv: the variance of the method's estimate, or of the raw network "output"
 
 
@@ -86,10 +88,10 @@ class EarlyStopConfig:
 class ValidationConfig:
     """The held-out split of the ``val`` rule (:mod:`dipkit.physics.split`)."""
 
-    fraction: float = 0.05  # share of the measured entries (split=views: of the views) held out
+    fraction: float = 0.05  # share of the measured entries (split=views: of the views; lines: of the lines) held out
     seed: int = 0  # seed of the split (the same split for every run seed)
     refit: bool = False  # after the val pick at step k*, rerun on all data for k* steps
-    split: str = "auto"  # entries | views (sinograms only) | auto: entries (resolve.resolve_validation)
+    split: str = "auto"  # entries | views (sinograms) | lines (Cartesian MRI) | auto (resolve.resolve_validation)
     score: str = "auto"  # raw | ramp (ramp-filtered held-out views) | auto: raw
 
 
@@ -355,17 +357,17 @@ class RunConfig:
         parse_rules(self.early_stop.rule)
         es = self.early_stop
         if (int(es.window) < 1 or (es.patience is not None and int(es.patience) < 0) or not float(es.delta) > 0
-                or not float(es.patience_scale) >= 0):
-            raise DipkitError("early_stop needs window ≥ 1, patience ≥ 0, patience_scale ≥ 0, delta > 0")
+                or not float(es.patience_scale) >= 0 or int(es.smooth) < 1):
+            raise DipkitError("early_stop needs window ≥ 1, patience ≥ 0, patience_scale ≥ 0, delta > 0, smooth ≥ 1")
         if es.source not in ("estimate", "output"):
             raise DipkitError(f"early_stop.source must be 'estimate' or 'output', got {es.source!r}")
         if not 0.0 < float(self.validation.fraction) <= 0.5:
             raise DipkitError(f"validation.fraction must be in (0, 0.5], got {self.validation.fraction}")
-        if self.validation.split not in ("entries", "views", "auto"):
-            raise DipkitError(f"validation.split must be entries, views or auto, got {self.validation.split!r}")
+        if self.validation.split not in ("entries", "views", "lines", "auto"):
+            raise DipkitError(f"validation.split must be entries, views, lines or auto, got {self.validation.split!r}")
         if self.validation.score not in ("raw", "ramp", "auto"):
             raise DipkitError(f"validation.score must be raw, ramp or auto, got {self.validation.score!r}")
-        if self.validation.score == "ramp" and self.validation.split == "entries":
+        if self.validation.score == "ramp" and self.validation.split in ("entries", "lines"):
             raise DipkitError("validation.score=ramp filters whole held-out views: use validation.split=views (or auto)")
         _check_extra_sections(self)
         if float(self.data.subset) < 1.0 and not (method.uses_network and method.stochastic_data):

@@ -234,6 +234,10 @@ class _JoinedRule:
     def window(self, best_step):
         return self.first.window(best_step)
 
+    @property
+    def smooth(self):
+        return getattr(self.first, "smooth", None)
+
 
 class _JoinedRecorder:
     """The history over all chunks: per step, the members' mean (chunks weighted by their members)."""

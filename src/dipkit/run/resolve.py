@@ -129,6 +129,9 @@ def resolve_validation(problem, validation) -> tuple[str, str]:
     if split == "views" and not sinogram:
         raise DipkitError(f"validation.split=views holds out projection angles: it needs a sinogram (a ct task), "
                           f"this problem is {kind or 'not a CT problem'!r}")
+    if split == "lines" and not kind.startswith("mri"):
+        raise DipkitError(f"validation.split=lines holds out k-space lines: it needs an MRI problem, "
+                          f"this problem is {kind or 'not an MRI problem'!r}")
     if score == "ramp" and split != "views":
         raise DipkitError("validation.score=ramp filters whole held-out views: it needs validation.split=views")
     return split, score

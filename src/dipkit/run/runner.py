@@ -371,7 +371,8 @@ def _finish(main: _Run, *, method, problem, cfg: RunConfig, resolved: RunConfig,
                     "psnr": p, "ssim": s, "refit": None}
     elif split is not None:
         val_info = {**split.describe(), **{k: v for k, v in selection(val_cb, problem, mask).items()
-                                           if k in ("iteration", "misfit", "psnr", "ssim")}, "refit": None}
+                                           if k in ("iteration", "misfit", "psnr", "ssim")}, "smooth": val_cb.smooth,
+                    "refit": None}
         if do_refit is not None and cfg.validation.refit and val_cb.iteration:
             refit = do_refit(val_cb)
             recon = chosen = estimates["refit"] = refit.state.estimate

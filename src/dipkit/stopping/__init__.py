@@ -41,7 +41,7 @@ def _val(mode, es, *, check_every, split=None):
     if split is None:
         raise ValueError("the val rule needs a validation split")
     return Validation(split, patience=_patience(es, 500), patience_scale=float(getattr(es, "patience_scale", 0.0)),
-                      mode=mode, check_every=check_every)
+                      mode=mode, check_every=check_every, smooth=int(getattr(es, "smooth", 1)))
 
 
 def _patience(es, default: int) -> int:
