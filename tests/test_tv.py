@@ -278,6 +278,37 @@ def test_auto_alpha_path_stops_once_the_misfit_rose_twice():
     assert len(full) == len(_OFF_GRID)
 
 
+def test_auto_alpha_path_does_not_stop_on_a_wobble_of_the_flat_start(monkeypatch):
+    """Over the largest weights the image is nearly constant and the crude solves' values wobble (the
+    values below are MRI 64²'s with two k-space lines held out): two rises there, after a dip to
+    0.68 of the first value, must not stop the path — only a fall below a quarter of the largest
+    value so far arms the rise count — so the path reaches the real minimum at 0.01."""
+    from dipkit.core import tv_alpha
+
+    wobble = {100.0: 0.0144, 31.6: 0.0099, 10.0: 0.0138, 3.16: 0.0104, 1.0: 0.0141, 0.316: 0.0207,
+              0.1: 0.0046, 0.0316: 0.0025, 0.01: 0.0012, 0.00316: 0.0019, 0.001: 0.0031, 0.000316: 0.0042}
+
+    class _Scripted:
+        def __init__(self, physics, y, **kw):
+            self.y, self.steps_run = y, 0
+
+        def solve(self, alpha, steps, start=None, settle=True):
+            a = float(alpha[0])
+            v = next(val for key, val in wobble.items() if math.isclose(key, a, rel_tol=0.02))
+            self.steps_run += int(steps)
+            return torch.zeros_like(self.y), torch.full((alpha.numel(),), v, dtype=torch.float64)
+
+        def snapshot(self):
+            return {"x": torch.zeros(self.y.shape[0], 1, 4, 4)}
+
+    monkeypatch.setattr(tv_alpha, "_Path", _Scripted)
+    op, x, y = _noisy_problem(n=24, views=12)
+    trace = []
+    a = tv_alpha.choose_alpha(op, y, alphas=list(wobble), polish=0, refine=False, trace=trace, opnorm_sq=1.0)
+    assert float(a[0]) == pytest.approx(0.01)
+    assert len(trace) == 11  # stopped two weights after the minimum, not at 0.316
+
+
 def test_auto_alpha_polishes_the_bracket_from_the_paths_snapshots():
     """After the path, the best weight and its neighbours are continued (``polish`` steps each,
     from the path's state at that weight); the choice is then made on those values."""
