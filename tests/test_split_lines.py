@@ -117,3 +117,25 @@ def test_a_val_run_with_a_line_split(tiny_cfg, tmp_path):
     assert set(val["lines"]) <= {0, 2, 5, 12, 14}
     assert val["iteration"] is not None and 0 < val["iteration"] <= 30
     assert all(math.isfinite(v) for v in res.history["val"])
+
+
+def test_auto_split_holds_out_lines_on_cartesian_mri_with_enough_outer_lines():
+    from dipkit.physics.split import measured_support
+    from dipkit.tasks import get_task
+
+    from dipkit.run.resolve import AUTO_LINES_MIN
+
+    auto = RunConfig().validation
+    big = get_task("mri").simulate(tiny_image(64), seed=0)  # 4×: 16 lines, 11 outside the centre
+    assert outer_lines(measured_support(big.physics, big.y))[0].numel() >= AUTO_LINES_MIN
+    assert resolve_validation(big, auto) == ("lines", "raw")
+    small = get_task("mri").simulate(tiny_image(32), seed=0)  # 8 lines, 5 outside: too few to give two away
+    assert resolve_validation(small, auto) == ("entries", "raw")
+    physics, x, y = _mri()
+    m = torch.zeros(16, 16)
+    m[::2, ::3] = 1  # not a line mask
+    pointwise = CartesianMRI((16, 16), mask=m.numpy())
+    p = Problem(physics=pointwise, y=pointwise.A(x), spec=pointwise.spec, meta={"task": "mri"})
+    assert resolve_validation(p, auto) == ("entries", "raw")
+    for task in ("denoise", "ct"):
+        assert resolve_validation(get_task(task).simulate(tiny_image(64), seed=0), auto) == ("entries", "raw")

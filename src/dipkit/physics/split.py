@@ -55,9 +55,10 @@ nothing was measured, and by Parseval its raw squared misfit (the centred FFT is
 to the noise constant, the image error's energy at that frequency column. The error energy falls
 fast with the distance from the centre, so the draw is stratified by distance: the eligible lines
 are ordered nearest the centre first and one is drawn in each of :math:`n` equal blocks of that
-order — a single far line (mostly noise) cannot be the whole score. Measured on the ``mr`` sample
-at 64² (4×, 16 lines): one held-out line (column 51, 19 from the centre) ranked the deep decoder
-first and TV last, two lines (26 and 45) ranked all five ``auto`` candidates in their PSNR order.
+order — a single far line (mostly noise) cannot be the whole score: on the ``mr`` slice at 64²
+(4×, 16 lines) one held-out line (column 51, 19 from the centre) ranked the deep decoder first
+and TV last in ``--method auto``. The default on Cartesian MRI, and why:
+:func:`dipkit.run.resolve.resolve_validation` (``benchmarks/results/mri-validation.md``).
 """
 
 from __future__ import annotations
