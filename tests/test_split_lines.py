@@ -139,3 +139,15 @@ def test_auto_split_holds_out_lines_on_cartesian_mri_with_enough_outer_lines():
     assert resolve_validation(p, auto) == ("entries", "raw")
     for task in ("denoise", "ct"):
         assert resolve_validation(get_task(task).simulate(tiny_image(64), seed=0), auto) == ("entries", "raw")
+
+
+def test_line_split_on_multicoil_mri_holds_out_the_lines_of_every_coil():
+    from dipkit.tasks import get_task
+
+    p = get_task("mri-multicoil").simulate(tiny_image(16), seed=0, coils=2)
+    s = ValidationSplit(p.physics, p.y, split="lines", fill="zero")
+    assert len(s.views) >= 1 and s.fit_y().shape == p.y.shape
+    assert bool((s.fit_y()[..., s.views] == 0).all()) and bool((s.fit_physics().A(p.x_true)[..., s.views] == 0).all())
+    r = p.physics.A(p.x_true * 0.9) - p.y
+    brute = float(r[..., s.views].pow(2).sum()) / (len(s.views) * 16 * r[0].numel() // (16 * 16))
+    assert math.isclose(float(s.misfit(p.x_true * 0.9)[0]), brute, rel_tol=1e-5)

@@ -161,6 +161,8 @@ def outer_lines(support: torch.Tensor) -> tuple[torch.Tensor, int]:
     distance = (pool - w // 2).abs()
     order = sorted(range(pool.numel()), key=lambda i: (int(distance[i]), int(pool[i])))
     return pool[order], int(full.sum())
+
+
 #: how the held-out residual is scored: plain squares, or squares after the ramp filter (views only)
 SCORES = ("raw", "ramp")
 

@@ -147,7 +147,7 @@ def resolve_validation(problem, validation) -> tuple[str, str]:
     lines chose ``dip-admm-v2`` at 36.24 dB against TV's 32.87. On the held-out ``abdomen-mr``
     lines chose TV at 64² and 128²; entries chose TV at 64² and ``dip-tv`` at 128² (28.74 against
     29.01, after 20 860 network steps; lines: 3390). The price: where the lines keep a slow
-    regularised run alive it runs on (up to 12 490 steps at 64²)."""
+    regularised run alive it runs on (up to 13 310 steps at 64²)."""
     kind = str(problem.spec.get("kind", ""))
     sinogram = kind.startswith("ct")
     split, score = validation.split, validation.score
