@@ -60,8 +60,8 @@ def add_arguments(r) -> None:
                         "in chunks when they do not fit the memory (--set ensemble_memory_gb)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting: method hyper-parameters (lr=1e-4, alpha=…), net.NAME, "
-                        "input.kind/channels/std/perturb, early_stop.window/patience/delta, "
-                        "validation.fraction/seed/refit/split (entries, views: CT)/score (raw, ramp), "
+                        "input.kind/channels/std/perturb, early_stop.window/patience/smooth/delta, "
+                        "validation.fraction/seed/refit/split (entries, views: CT, lines: MRI)/score (raw, ramp), "
                         "max_iterations, time_limit, schedule.kind/window/factor/floor (constant, plateau, cosine), "
                         "auto.candidates/min_steps/eta/combine/se, healing.enabled/max_rollbacks/jump_factor/window, "
                         "data.subset (stochastic DIP: share of CT views / MRI lines / image rows per step), "
