@@ -57,7 +57,7 @@ fast with the distance from the centre, so the draw is stratified by distance: t
 are ordered nearest the centre first and one is drawn in each of :math:`n` equal blocks of that
 order — a single far line (mostly noise) cannot be the whole score: on the ``mr`` slice at 64²
 (4×, 16 lines) one held-out line (column 51, 19 from the centre) ranked the deep decoder first
-and TV last in ``--method auto``. The default on Cartesian MRI, and why:
+and TV last in ``--method auto``. The default on single-coil Cartesian MRI, and why:
 :func:`dipkit.run.resolve.resolve_validation` (``benchmarks/results/mri-validation.md``).
 """
 
