@@ -213,7 +213,7 @@ class ValidationSplit:
         support = measured_support(physics, y)
         self.fold = int(fold)
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
-        self.views: list[int] | None = None
+        self.views: list[int] | None = None  # the held-out views (split=views) or k-space lines (split=lines)
         if split == "entries":
             n_measured = int(support.sum())
             n_out = int(round(self.fraction * n_measured))
