@@ -141,6 +141,9 @@ CASES = {
     "tv": ("tv", {"alpha": 0.5}, {}),
     # the val rule's trailing mean (its buffer of the last evaluations carried over the interruption)
     "val-smooth": ("dip", {"lr": 1e-2}, {"early_stop.rule": "val:record", "early_stop.smooth": 4}),
+    # a network fitted to the TV image first (not redone on resume) and the warm-up of its rate
+    "init-tv": ("dip-tv", {"lr": 1e-2, "alpha_fraction": 1.0}, {"init.kind": "tv", "init.steps": 20,
+                                                               "schedule.warmup": 20}),
 }
 
 

@@ -15,6 +15,13 @@ run goes on:
 * ``cosine`` — :math:`\eta_k = \eta_0\,\big(f + (1 - f)\,\tfrac12(1 + \cos(\pi k / K))\big)` over
   the step budget ``K`` (for a run that decides its own length: over its cap), ``f`` = ``floor``.
 
+Any of them can start with a linear **warm-up** of ``warmup`` steps: the rates are multiplied by
+:math:`\min(1, (k+1)/W)` at step :math:`k` (updated every step while it lasts). A fresh Adam moves
+every parameter by about the full rate in its first steps, whatever the size of the gradient; from
+random weights that does no harm, but from a network already fitted to an image
+(:mod:`dipkit.run.netinit`, ``init.kind=tv``) it throws the image away: on the demo's CT slice at
+64² the PSNR fell from 31 dB to 15.7 dB in the first 10 steps at lr 3e-3 (21 dB at 3e-4).
+
 ``auto`` (:func:`resolve_schedule`) is ``plateau`` for network methods whose run has a ``val``
 rule and whose rate is an Adam step size, else ``constant`` (SGLD's rate also sets its noise; L-BFGS
 and the linearised method's gradient descent have no rate to lower).
@@ -40,7 +47,8 @@ import torch
 
 from .callbacks import Callback
 
-__all__ = ["Schedule", "Plateau", "Cosine", "SCHEDULES", "make_schedule", "resolve_schedule"]
+__all__ = ["Schedule", "Plateau", "Cosine", "SCHEDULES", "make_schedule", "resolve_schedule", "resolve_warmup",
+           "INIT_WARMUP"]
 
 
 class Schedule(Callback):
@@ -48,10 +56,11 @@ class Schedule(Callback):
 
     kind = "constant"
 
-    def __init__(self, *, floor: float = 0.01, check_every: int = 10):
-        if not 0.0 <= floor <= 1.0 or check_every < 1:
-            raise ValueError("a schedule needs 0 ≤ floor ≤ 1 and check_every ≥ 1")
-        self.floor, self.check_every = float(floor), int(check_every)
+    def __init__(self, *, floor: float = 0.01, check_every: int = 10, warmup: int = 0):
+        if not 0.0 <= floor <= 1.0 or check_every < 1 or warmup < 0:
+            raise ValueError("a schedule needs 0 ≤ floor ≤ 1, check_every ≥ 1 and warmup ≥ 0")
+        self.floor, self.check_every, self.warmup = float(floor), int(check_every), int(warmup)
+        self.step = 0  # the step whose rates are set (for the warm-up multiplier)
         self.base: list[float] | None = None  # reference rate of each parameter group
         self.factors: list[float] | None = None  # current multiplier of each member
         self.changes: list[dict] = []
@@ -86,21 +95,27 @@ class Schedule(Callback):
             return [(me, 0)] if me < n else []
         return [(b, b) for b in range(min(n, len(self.factors)))]
 
+    def warm(self, step: int) -> float:
+        """The warm-up multiplier of the rates used at step ``step + 1`` (1 once it is over)."""
+        return 1.0 if step >= self.warmup else (step + 1) / self.warmup
+
     def _apply(self, state) -> None:
-        """Set every group's rate to its reference × its member's multiplier (shared: the largest;
-        stacked: each member's slot of ``member_lr``, the group's rate their maximum)."""
+        """Set every group's rate to its reference × its member's multiplier (× the warm-up's;
+        shared: the largest; stacked: each member's slot of ``member_lr``, the group's rate their maximum)."""
+        self.step = int(state.step)
+        w = self.warm(self.step)
         for g, base in zip(self._groups(state), self.base):
             if g.get("member_lr"):
                 rates = list(g["member_lr"])  # a new list: snapshots of the optimiser keep the old one
                 for slot, b in self._slots(g, state):
-                    rates[slot] = base * self.factors[b]
+                    rates[slot] = base * self.factors[b] * w
                 g["member_lr"], g["lr"] = rates, max(rates)
                 continue
             owner = self._owner(g, state)
             if owner == -1:
                 continue
             f = max(self.factors) if owner is None or owner >= len(self.factors) else self.factors[owner]
-            g["lr"] = base * f
+            g["lr"] = base * f * w
         self._publish(state)
 
     def _publish(self, state) -> None:
@@ -121,7 +136,7 @@ class Schedule(Callback):
                     continue
                 owner = self._owner(g, state)
                 if owner == b or (owner is None and r is None):
-                    r = base * (self.factors[b] if owner == b else max(self.factors))
+                    r = base * (self.factors[b] if owner == b else max(self.factors)) * self.warm(self.step)
                     if owner == b:
                         break
             out.append(float(r if r is not None else 0.0))
@@ -137,24 +152,36 @@ class Schedule(Callback):
             self.factors = [1.0] * self._n_members(state)
         self._apply(state)
 
+    def on_step_end(self, state):
+        self.warm_up(state)
+
+    def warm_up(self, state) -> None:
+        """During the warm-up: set the rates of the next step (every step; host values only)."""
+        if self.base is not None and state.step <= self.warmup:
+            self._apply(state)
+
     def on_rollback(self, state, record):
         # self-healing restored the optimiser (its rates at the snapshot) and halved them: keep that
+        w = self.warm(int(state.step))
         for i, g in enumerate(self._groups(state)):
             if g.get("member_lr") and self.factors:
                 slots = self._slots(g, state)
                 if slots and self.factors[slots[0][1]] > 0:
-                    self.base[i] = float(g["member_lr"][slots[0][0]]) / self.factors[slots[0][1]]
+                    self.base[i] = float(g["member_lr"][slots[0][0]]) / (self.factors[slots[0][1]] * w)
                 continue
             owner = self._owner(g, state)
             if owner == -1 or not self.factors:
                 continue
             f = max(self.factors) if owner is None or owner >= len(self.factors) else self.factors[owner]
             if f > 0:
-                self.base[i] = float(g["lr"]) / f
+                self.base[i] = float(g["lr"]) / (f * w)
         self._publish(state)
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "floor": self.floor, "changes": [dict(c) for c in self.changes]}
+        out = {"kind": self.kind, "floor": self.floor, "changes": [dict(c) for c in self.changes]}
+        if self.warmup:
+            out["warmup"] = self.warmup
+        return out
 
     def state_dict(self):
         return {"base": None if self.base is None else list(self.base),
@@ -176,8 +203,8 @@ class Plateau(Schedule):
     kind = "plateau"
 
     def __init__(self, val, *, window: int | None = None, factor: float = 0.5, floor: float = 0.01,
-                 check_every: int = 10):
-        super().__init__(floor=floor, check_every=check_every)
+                 check_every: int = 10, warmup: int = 0):
+        super().__init__(floor=floor, check_every=check_every, warmup=warmup)
         if window is not None and int(window) < 1:
             raise ValueError("plateau window must be ≥ 1")
         if not 0.0 < factor < 1.0:
@@ -191,6 +218,7 @@ class Plateau(Schedule):
         return max(1, self.val.window(best) // 2)
 
     def on_step_end(self, state):
+        self.warm_up(state)
         if self.base is None or state.step % self.check_every:
             return
         best = self.val.host_best_step(state)
@@ -234,6 +262,7 @@ class Cosine(Schedule):
         return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
     def on_step_end(self, state):
+        self.warm_up(state)
         if self.base is None or state.step % self.check_every:
             return
         f = self.multiplier(state.step, int(state.max_steps))
@@ -243,6 +272,20 @@ class Cosine(Schedule):
 
 #: the schedules by name (``schedule.kind``)
 SCHEDULES = {"constant": Schedule, "plateau": Plateau, "cosine": Cosine}
+
+
+#: ``schedule.warmup=auto``: the warm-up of a network started from an image (``init.kind`` ≠ random)
+INIT_WARMUP = 100
+
+
+def resolve_warmup(warmup, init_kind: str, method) -> int:
+    """``schedule.warmup``: ``auto`` (None) → :data:`INIT_WARMUP` steps for a network fitted to an
+    image first (``init.kind`` ≠ ``random``), else 0; a method without an Adam rate: 0."""
+    if not (getattr(method, "uses_network", False) and getattr(method, "schedulable", True)):
+        return 0
+    if warmup in (None, "auto"):
+        return INIT_WARMUP if init_kind != "random" else 0
+    return int(warmup)
 
 
 def resolve_schedule(kind: str, method, has_val: bool) -> str:
@@ -257,16 +300,16 @@ def resolve_schedule(kind: str, method, has_val: bool) -> str:
     return kind
 
 
-def make_schedule(kind: str, cfg, *, val=None, check_every: int = 10) -> Schedule | None:
+def make_schedule(kind: str, cfg, *, val=None, check_every: int = 10, warmup: int = 0) -> Schedule | None:
     """The schedule callback of resolved ``kind`` from ``cfg`` (a :class:`~dipkit.run.config.ScheduleConfig`);
-    ``None`` for ``constant``. ``plateau`` needs the run's ``val`` callback (else: constant)."""
-    if kind == "constant":
-        return None
-    if kind == "plateau":
-        if val is None:
-            return None
+    ``None`` for ``constant`` without a warm-up. ``plateau`` needs the run's ``val`` callback (else:
+    constant). ``warmup``: the resolved warm-up steps (:func:`resolve_warmup`)."""
+    warmup = int(warmup)
+    if kind == "plateau" and val is not None:
         return Plateau(val, window=cfg.window, factor=float(cfg.factor), floor=float(cfg.floor),
-                       check_every=check_every)
+                       check_every=check_every, warmup=warmup)
+    if kind in ("constant", "plateau"):
+        return Schedule(check_every=check_every, warmup=warmup) if warmup else None
     if kind == "cosine":
-        return Cosine(floor=float(cfg.floor), check_every=check_every)
+        return Cosine(floor=float(cfg.floor), check_every=check_every, warmup=warmup)
     raise ValueError(f"unknown schedule {kind!r}")

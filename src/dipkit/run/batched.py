@@ -185,7 +185,7 @@ def reconstruct_seeds(problem, cfg: RunConfig, seeds: list[int], outs: list | No
     from ..engine.recorder import HistoryRecorder
     from ..metrics import fov_mask
     from .rundir import prepare_run_dir
-    from ..engine.schedule import make_schedule
+    from ..engine.schedule import make_schedule, resolve_warmup
     from .resolve import make_split, resolve_config, resolve_device, step_budget
     from .ensembles import member_chunks, plan_ensemble
     from .runner import _finish, _fit_view, _Run, build_state, direct_reconstruction
@@ -219,7 +219,7 @@ def reconstruct_seeds(problem, cfg: RunConfig, seeds: list[int], outs: list | No
     if plan is None and n > 1:
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # member 0 as its run builds it, for the memory estimate
-            probe = build_state(method, fit, resolved, device, seeds=seeds[:1])
+            probe = build_state(method, fit, resolved, device, seeds=seeds[:1], init=False)
             plan = plan_ensemble(method, resolved, n, probe.net, probe.z, device, probe.autocast_dtype)
         del probe
     chunks = [(0, n)] if plan is None else member_chunks(n, plan["chunk"])
@@ -241,7 +241,8 @@ def reconstruct_seeds(problem, cfg: RunConfig, seeds: list[int], outs: list | No
         rule_cbs = [make_stopping_rule(name, mode, cfg.early_stop, check_every=check, split=split)
                     for name, mode in rules]
         val_cb = next((cb for cb in rule_cbs if cb.rule == "val"), None)
-        schedule = make_schedule(resolved.schedule.kind, resolved.schedule, val=val_cb, check_every=check)
+        schedule = make_schedule(resolved.schedule.kind, resolved.schedule, val=val_cb, check_every=check,
+                                 warmup=resolve_warmup(resolved.schedule.warmup, resolved.init.kind, method))
         per_member.append((rule_cbs, schedule, HistoryRecorder(every=check, x_true=problem.x_true, mask=mask)))
     members = _Members(state, [[*r, sc, rec] for r, sc, rec in per_member])
     healer = Healer.from_config(cfg.healing, check)

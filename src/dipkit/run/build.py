@@ -71,7 +71,8 @@ def _channels_last(cfg: RunConfig, device: torch.device) -> bool:
     return getattr(cfg, "memory_format", "contiguous") == "channels_last"
 
 
-def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=None, seeds=None, mode=None):
+def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=None, seeds=None, mode=None,
+                init: bool = True):
     """The engine :class:`~dipkit.engine.State` of ``method`` on ``problem`` (already on ``device``,
     ``cfg`` resolved): the seeded generator, the network and its input for network methods, the step
     budget, the problem's metadata and the engine settings (precision, history interval).
@@ -83,7 +84,10 @@ def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=No
 
     ``net``: a user's ``nn.Module`` used as f_θ instead of ``cfg.net`` (a copy, moved to the device;
     its weights as given are the initialisation); its input follows ``cfg.input`` with, for
-    ``noise``, the channels of the module's first convolution unless ``input.channels`` says."""
+    ``noise``, the channels of the module's first convolution unless ``input.channels`` says.
+
+    ``init``: apply ``cfg.init`` (:mod:`dipkit.run.netinit`, e.g. fit each network to the TV image
+    first); False for a state whose weights come from a checkpoint or that only probes memory."""
     from ..engine import State
 
     steps, _ = step_budget(cfg, method)
@@ -118,6 +122,11 @@ def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=No
                                  std=cfg.input.std))
             nets.append(build_net(cfg.net.name, zs[-1].shape[1], problem.img_shape[0], **cfg.net.options).to(
                 device=device, dtype=problem.y.dtype))
+    if method.uses_network and init and cfg.init.kind != "random":
+        from .netinit import initialise
+
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            state.meta["init"] = initialise(nets, zs, problem, cfg, method)
     state.generator = gens[0]
     if n > 1:
         state.generators = gens

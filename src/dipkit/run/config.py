@@ -128,6 +128,7 @@ class ScheduleConfig:
     window: int | None = None  # plateau: steps without a new held-out minimum; None: half the val patience
     factor: float = 0.5  # plateau: what each reduction multiplies the rate by
     floor: float = 0.01  # the rate never goes below floor × the initial rate (plateau and cosine)
+    warmup: int | None = None  # linear warm-up steps; None (auto): 100 after init.kind=tv, else 0
 
 
 @dataclass
@@ -139,6 +140,15 @@ class AutoConfig:
     eta: int = 2  # keep the better 1/eta after each rung; the budget grows eta-fold
     combine: int = 1  # average the K candidates with the least held-out misfit
     se: float = 1.0  # one-standard-error rule: a network candidate must beat the baseline by > se paired SEs
+
+
+@dataclass
+class InitConfig:
+    """How a network method's network starts (:mod:`dipkit.run.netinit`)."""
+
+    kind: str = "random"  # random (the DIP's) | tv: fitted to the classical TV image before the method runs
+    steps: int = 500  # tv: Adam steps fitting f_θ(z) to the TV image
+    lr: float | None = None  # tv: the fit's Adam rate; None: the method's
 
 
 @dataclass
@@ -172,6 +182,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     auto: AutoConfig = field(default_factory=AutoConfig)
+    init: InitConfig = field(default_factory=InitConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -373,11 +384,13 @@ class RunConfig:
         if float(self.data.subset) < 1.0 and not (method.uses_network and method.stochastic_data):
             raise DipkitError(f"data.subset < 1 needs a method whose gradient steps fit the data term; "
                               f"{self.method!r} has none (or, like subspace-dip with L-BFGS, needs the full term)")
+        if self.init.kind != "random" and (not method.uses_network or getattr(method, "direct", False)):
+            raise DipkitError(f"init.kind={self.init.kind} starts a network; {self.method!r} trains none")
         return method
 
 
 #: sections added with resumable runs, self-healing, stochastic DIP and schedules (kept apart so the edits stay additive)
-_EXTRA_SECTIONS = ("checkpoint", "healing", "data", "schedule", "auto")
+_EXTRA_SECTIONS = ("checkpoint", "healing", "data", "schedule", "auto", "init")
 
 
 def _check_extra_sections(cfg: "RunConfig") -> None:
@@ -408,6 +421,19 @@ def _check_extra_sections(cfg: "RunConfig") -> None:
         raise DipkitError(f"schedule.window must be ≥ 1 (or null: half the val patience), got {sc.window}")
     if not 0.0 < float(sc.factor) < 1.0 or not 0.0 <= float(sc.floor) <= 1.0:
         raise DipkitError("schedule needs 0 < factor < 1 and 0 ≤ floor ≤ 1")
+    if sc.warmup in ("auto", ""):
+        sc.warmup = None
+    if sc.warmup is not None and (isinstance(sc.warmup, bool) or not isinstance(sc.warmup, int) or sc.warmup < 0):
+        raise DipkitError(f"schedule.warmup must be auto or an integer ≥ 0 (steps), got {sc.warmup!r}")
+    from .netinit import INIT_KINDS
+
+    ini = cfg.init
+    if ini.kind not in INIT_KINDS:
+        raise DipkitError(f"unknown init.kind {ini.kind!r} (choose from {', '.join(INIT_KINDS)})")
+    if isinstance(ini.steps, bool) or not isinstance(ini.steps, int) or ini.steps < 1:
+        raise DipkitError(f"init.steps must be an integer ≥ 1, got {ini.steps!r}")
+    if ini.lr is not None and not float(ini.lr) > 0:
+        raise DipkitError(f"init.lr must be > 0 (or null: the method's rate), got {ini.lr!r}")
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:

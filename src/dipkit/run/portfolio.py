@@ -22,6 +22,9 @@ __all__ = ["PORTFOLIOS", "CANDIDATES", "portfolio", "candidate_config", "AutoSel
 #: candidates that are not a method name with its defaults: label → settings
 CANDIDATES: dict[str, dict[str, Any]] = {
     "dip-dd": {"method": "dip", "net": {"name": "deep-decoder"}},  # DIP with the deep decoder
+    # DIP + TV with TV's own ground-truth-free weight, its network first fitted to the TV image
+    # (dipkit.run.netinit; issue 16, item 5)
+    "dip-tv-init": {"method": "dip-tv", "params": {"alpha_fraction": 1.0}, "init": {"kind": "tv"}},
 }
 
 #: the default portfolio per task family (the problem's ``spec["kind"]`` / task name prefix): the
@@ -78,6 +81,8 @@ def candidate_config(cfg: RunConfig, label: str) -> RunConfig:
     c.params = dict(spec.get("params", {}))
     c.ensemble, c.time_limit = 1, None
     c.auto = type(cfg.auto)()
+    for key, value in spec.get("init", {}).items():
+        setattr(c.init, key, value)
     net = spec.get("net")
     if net and net.get("name") and net["name"] != c.net.name:
         c.net.name, c.net.options = net["name"], {k: v for k, v in net.items() if k != "name"}
@@ -85,6 +90,7 @@ def candidate_config(cfg: RunConfig, label: str) -> RunConfig:
     if getattr(cls, "uses_network", True):
         c.early_stop.rule = "val"
     else:  # a baseline runs its own budget to its converged result, which is scored (and returned) as it is
+        c.init = type(cfg.init)()  # it trains no network
         c.early_stop.rule = None
         c.iterations = None
     return c

@@ -61,7 +61,7 @@ def resolve_config(cfg: RunConfig, method, problem) -> RunConfig:
     split and score (:func:`resolve_validation`) and the precision
     (``auto`` → ``bf16`` where the problem's device does bf16 natively and the method allows it,
     else ``fp32``: :mod:`dipkit.precision`)."""
-    from ..engine.schedule import resolve_schedule
+    from ..engine.schedule import resolve_schedule, resolve_warmup
     from ..inputs import resolve_input_kind
     from ..nets import NETS
     from ..precision import resolve_precision
@@ -82,6 +82,7 @@ def resolve_config(cfg: RunConfig, method, problem) -> RunConfig:
     out.max_iterations = steps if kind == "auto" else None
     has_val = any(name == "val" for name, _ in parse_rules(out.early_stop.rule))
     out.schedule.kind = resolve_schedule(cfg.schedule.kind, method, has_val)
+    out.schedule.warmup = resolve_warmup(cfg.schedule.warmup, cfg.init.kind, method)
     if method.uses_network:
         out.input.kind = resolve_input_kind(cfg.input.kind, problem)
     return out

@@ -67,18 +67,19 @@ def _build_run(method, problem, cfg: RunConfig, device, *, split, rules, mask, q
     from ..engine.healing import Healer
     from ..engine.progress import ProgressBar
     from ..engine.recorder import HistoryRecorder
-    from ..engine.schedule import make_schedule
+    from ..engine.schedule import make_schedule, resolve_warmup
     from ..engine.state import to_device_tree
     from ..stopping import make_stopping_rule
     from ..stopping.limits import TimeLimit
 
     fit = problem if split is None else _fit_view(problem, split)
-    state = build_state(method, fit, cfg, device, net=net, mode=mode)
+    state = build_state(method, fit, cfg, device, net=net, mode=mode, init=not restore)
     check = int(cfg.log_every)
     rule_cbs = [make_stopping_rule(name, mode, cfg.early_stop, check_every=check, split=split)
                 for name, mode in rules]
     val_cb = next((cb for cb in rule_cbs if cb.rule == "val"), None)
-    schedule = make_schedule(cfg.schedule.kind, cfg.schedule, val=val_cb, check_every=check)
+    schedule = make_schedule(cfg.schedule.kind, cfg.schedule, val=val_cb, check_every=check,
+                             warmup=resolve_warmup(cfg.schedule.warmup, cfg.init.kind, method))
     recorder = HistoryRecorder(every=check, x_true=problem.x_true, mask=mask)
     healer = Healer.from_config(cfg.healing, check)  # the engine uses it only for methods with an optimiser
     done = 0.0
@@ -146,11 +147,14 @@ def _comparable(request: dict) -> dict:
         for key, default in _LATER_SETTINGS.items():  # settings added later: absent = their default
             if out.get(key, default) == default:
                 out.pop(key, None)
+        if isinstance(out.get("schedule"), dict) and out["schedule"].get("warmup") is None:
+            out["schedule"].pop("warmup", None)  # added later; None = auto
     return out
 
 
 #: top-level settings added after the checkpoint format, with their defaults (:func:`_comparable`)
-_LATER_SETTINGS = {"ensemble_mode": "auto", "ensemble_memory_gb": None, "memory_format": "contiguous"}
+_LATER_SETTINGS = {"ensemble_mode": "auto", "ensemble_memory_gb": None, "memory_format": "contiguous",
+                   "init": {"kind": "random", "steps": 500, "lr": None}}
 
 
 def _ensemble_plan(method, fit, cfg: RunConfig, device, ckpt, net) -> dict | None:
@@ -170,7 +174,7 @@ def _ensemble_plan(method, fit, cfg: RunConfig, device, ckpt, net) -> dict | Non
     one.ensemble = 1
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        probe = build_state(method, fit, one, device)
+        probe = build_state(method, fit, one, device, init=False)
         plan = plan_ensemble(method, cfg, n, probe.net, probe.z, device, probe.autocast_dtype)
     del probe
     return plan
@@ -429,6 +433,8 @@ def _finish(main: _Run, *, method, problem, cfg: RunConfig, resolved: RunConfig,
         resumed_at=resumed_at,
         checkpoint=ck.describe() if ck is not None else {"every": None, "written": 0},
     )
+    if resolved.init.kind != "random":
+        result["init"] = state.meta.get("init") or {"kind": resolved.init.kind, "resumed": True}
     if net is not None:
         from ..nets import count_parameters
 
