@@ -75,7 +75,7 @@ def test_auto_config_is_checked_and_candidates_follow_the_run():
 
 
 def test_portfolios_per_task(ct_problem):
-    assert portfolio(ct_problem)[0] == "tv" and "dip-tv" in portfolio(ct_problem)
+    assert portfolio(ct_problem)[0] == "tv" and "dip-tv-init" in portfolio(ct_problem)
     assert "aseqdip" not in portfolio(ct_problem)  # the lowest CT rows of defaults-128 (portfolio.PORTFOLIOS)
 
 

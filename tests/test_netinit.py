@@ -139,3 +139,16 @@ def test_an_ensemble_starts_every_member_on_the_tv_image(ct_problem, tiny_cfg):
     assert len(res["init"]["psnr_to_target"]) == 2 and min(res["init"]["psnr_to_target"]) > 20
     a, b = res.members[0], res.members[1]
     assert _psnr(a, b) > 20  # both near the same x_TV though their weights started apart
+
+
+def test_the_auto_candidate_dip_tv_init_is_dip_tv_at_tvs_weight_started_on_tv(tiny_cfg):
+    from dipkit.run.portfolio import candidate_config
+
+    cfg = tiny_cfg("dip")
+    cfg.method, cfg.iterations = "auto", None
+    cfg.params.clear()
+    c = candidate_config(cfg, "dip-tv-init")
+    assert c.method == "dip-tv" and c.params == {"alpha_fraction": 1.0}
+    assert c.init.kind == "tv" and c.early_stop.rule == "val"
+    assert candidate_config(cfg, "tv").init.kind == "random"
+    c.validate()

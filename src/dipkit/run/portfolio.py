@@ -33,11 +33,15 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 #: on both CT tasks of ``benchmarks/results/defaults-128.md`` they are the two lowest network rows
 #: (ct: 30.50 and 30.14 dB against dip-dd's 32.20; ct-fan: 29.47 and 31.10 against 34.20), and in
 #: ``auto`` they cost 1500 of 5010 network steps at 64² before being dropped (issue 17: a cheap
-#: auto). ``--set auto.candidates=...`` puts them back.
+#: auto). ``--set auto.candidates=...`` puts them back. ``dip-tv-init`` stands in for ``dip-tv``
+#: everywhere: its val pick was ahead of dip-tv's on 8 of the 9 cases of
+#: ``benchmarks/results/tv-init.md`` (CT +1.3 to +2.4 dB; on the held-out head CT at 128² 29.91 dB
+#: against dip-tv's 27.97 and TV's 29.33), behind on one (mr 64², −0.44), and on MRI it stops after
+#: 840–1040 steps where dip-tv ran 12 000.
 PORTFOLIOS: dict[str, list[str]] = {
-    "ct": ["tv", "dip-tv", "dip-dd", "dip-denoiser-admm"],
-    "mri": ["tv", "dip", "dip-tv", "dip-dd", "dip-admm-v2"],
-    "image": ["tv", "dip", "dip-tv", "dip-dd", "deepred", "dip-denoiser-admm"],
+    "ct": ["tv", "dip-tv-init", "dip-dd", "dip-denoiser-admm"],
+    "mri": ["tv", "dip", "dip-tv-init", "dip-dd", "dip-admm-v2"],
+    "image": ["tv", "dip", "dip-tv-init", "dip-dd", "deepred", "dip-denoiser-admm"],
 }
 
 
