@@ -58,7 +58,10 @@ class DIPTV(Method):
         is about a quarter of it (64² CT, 30 views, 2 %: TV's choice 3.16; dip-tv val pick 30.33 dB at
         α = 0.1, 30.85 at 1.0, 29.71 at 3.16), hence the rule.
     :param alpha_fraction: with ``alpha="auto"``: the fraction of TV's ground-truth-free weight used
-        (default :data:`AUTO_FRACTION`).
+        (default :data:`AUTO_FRACTION`). From a network first fitted to the TV image
+        (``init.kind=tv``, :mod:`dipkit.run.netinit`) TV's own weight pays: ``alpha_fraction=1`` gave
+        32.85 dB on 64² CT where ½ gave 30.49 and ¼ 31.17 (``benchmarks/results/tv-init.md``;
+        ``--method auto``'s candidate ``dip-tv-init``).
     :param eps: smoothing ε of the TV (image units).
     :param ema: optional EMA decay of the returned estimate (``None``: last iterate, as the box).
 
