@@ -99,9 +99,10 @@ class Schedule(Callback):
         """The warm-up multiplier of the rates used at step ``step + 1`` (1 once it is over)."""
         return 1.0 if step >= self.warmup else (step + 1) / self.warmup
 
-    def _apply(self, state) -> None:
+    def _apply(self, state, publish: bool = True) -> None:
         """Set every group's rate to its reference × its member's multiplier (× the warm-up's;
-        shared: the largest; stacked: each member's slot of ``member_lr``, the group's rate their maximum)."""
+        shared: the largest; stacked: each member's slot of ``member_lr``, the group's rate their maximum).
+        ``publish``: also put the rates in ``state.metrics["lr"]`` (a small host-to-device copy)."""
         self.step = int(state.step)
         w = self.warm(self.step)
         for g, base in zip(self._groups(state), self.base):
@@ -116,7 +117,8 @@ class Schedule(Callback):
                 continue
             f = max(self.factors) if owner is None or owner >= len(self.factors) else self.factors[owner]
             g["lr"] = base * f * w
-        self._publish(state)
+        if publish:
+            self._publish(state)
 
     def _publish(self, state) -> None:
         rates = self._rates(state)
@@ -156,9 +158,10 @@ class Schedule(Callback):
         self.warm_up(state)
 
     def warm_up(self, state) -> None:
-        """During the warm-up: set the rates of the next step (every step; host values only)."""
+        """During the warm-up: set the rates of the next step (every step, from host values; the
+        rates are published for the history every ``check_every`` steps and at its end)."""
         if self.base is not None and state.step <= self.warmup:
-            self._apply(state)
+            self._apply(state, publish=state.step % self.check_every == 0 or state.step == self.warmup)
 
     def on_rollback(self, state, record):
         # self-healing restored the optimiser (its rates at the snapshot) and halved them: keep that
