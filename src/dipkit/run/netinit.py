@@ -24,6 +24,7 @@ close the network came to ``x_TV`` is in ``metrics.json`` (``init``).
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -37,24 +38,22 @@ INIT_KINDS = ("random", "tv")
 
 
 def tv_target(problem) -> torch.Tensor:
-    """The classical TV reconstruction of ``problem`` (α chosen by its own held-out misfit, as the
-    ``tv`` input kind and the ``tv`` baseline's default), detached."""
-    from ..baselines.tv import tv_reconstruct
+    """The classical TV reconstruction of ``problem`` (α chosen by its own held-out misfit), detached:
+    the ``tv`` network input (:mod:`dipkit.inputs`)."""
+    from ..inputs import INPUTS
 
-    nonneg = not str(problem.meta.get("task", "")).startswith("mri")
     with torch.no_grad():
-        return tv_reconstruct(problem.physics, problem.y, "auto", nonneg=nonneg).detach()
+        return INPUTS["tv"](problem, channels=None, std=0.0, generator=None)
 
 
 def fit_to_image(net: torch.nn.Module, z: torch.Tensor, target: torch.Tensor, *, steps: int,
                  lr: float) -> dict:
     r"""Fit ``net`` so that ``net(z) ≈ target``: ``steps`` Adam steps (rate ``lr``) on the mean square
-    difference. No host–device synchronisation inside the loop; returns ``{steps, mse, psnr}``
-    (the last output against ``target``; PSNR on the target's range)."""
+    difference. No host–device synchronisation inside the loop; returns ``{steps, mse,
+    psnr_to_target}`` (the fitted output against ``target``; PSNR on the target's range)."""
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=float(lr))
     target = target.detach()
-    loss = None
     net.train()
     for _ in range(int(steps)):
         opt.zero_grad(set_to_none=True)
@@ -64,8 +63,7 @@ def fit_to_image(net: torch.nn.Module, z: torch.Tensor, target: torch.Tensor, *,
     with torch.no_grad():
         mse = float(torch.mean((net(z) - target) ** 2))
         peak = float(target.abs().max()) or 1.0
-    psnr = 10.0 * torch.log10(torch.tensor(peak ** 2 / max(mse, 1e-30))).item()
-    return {"steps": int(steps), "mse": mse, "psnr_to_target": psnr, "loss_last_step": None if loss is None else float(loss.detach())}
+    return {"steps": int(steps), "mse": mse, "psnr_to_target": 10.0 * math.log10(peak ** 2 / max(mse, 1e-30))}
 
 
 def initialise(nets: list, zs: list, problem, cfg, method) -> dict | None:
