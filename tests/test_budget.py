@@ -13,6 +13,7 @@ import yaml
 
 from dipkit.run.config import RunConfig
 from dipkit.engine import State, run
+from dipkit.engine.callbacks import Callback
 from dipkit.engine.output import LastIterate
 from dipkit.engine.schedule import Cosine, Plateau, resolve_schedule
 from dipkit.methods import make_method
@@ -159,6 +160,31 @@ def test_plateau_default_window_is_half_the_val_patience_and_a_new_minimum_reset
     st = State(physics=split.fit_physics(), y=split.fit_y(), max_steps=130, generator=g)
     run(method, st, [val, sched])
     assert [c["step"] for c in sched.changes] == [120]  # window = 40 // 2 after the minimum at 100
+
+
+def test_replay_makes_the_rate_changes_of_an_earlier_run_at_the_same_steps():
+    """A refit has no held-out misfit: it replays its main run's plateau reductions step for step."""
+    from dipkit.engine.schedule import Replay, make_schedule
+    from dipkit.run.config import ScheduleConfig
+
+    y, d, split, g = _problem()
+    val = Validation(split, patience=1000, mode="record", check_every=1)
+    sched = Plateau(val, window=10, factor=0.5, floor=0.1, check_every=1)
+    st = State(physics=split.fit_physics(), y=split.fit_y(), max_steps=120, generator=g)
+    run(_UPath(y, d, 30, lr=1.0), st, [val, sched])
+    replay = make_schedule("plateau", ScheduleConfig(), val=None, check_every=1, replay=sched.changes)
+    assert isinstance(replay, Replay)
+    rates = []
+
+    class Rates(Callback):
+        def on_step_end(self, state):
+            rates.append(state.optimizer.param_groups[0]["lr"])
+
+    st2 = State(physics=split.fit_physics(), y=split.fit_y(), max_steps=65, generator=g)
+    run(_UPath(y, d, 30, lr=1.0), st2, [replay, Rates()])
+    assert replay.changes == [c for c in sched.changes if c["step"] <= 65]  # 40, 50, 60
+    # the rate used after step k: 1 up to 40, then 0.5, 0.25 from 50, 0.125 from 60
+    assert rates[38] == 1.0 and rates[39] == 0.5 and rates[48] == 0.5 and rates[49] == 0.25 and rates[64] == 0.125
 
 
 def test_plateau_changes_only_the_stalled_members_rates():

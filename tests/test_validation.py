@@ -176,6 +176,23 @@ def test_refit_reruns_on_all_data_for_the_picked_steps(ct_problem, tiny_cfg):
     assert torch.equal(res.reconstruction, ref.reconstruction)
 
 
+def test_refit_replays_the_main_runs_rate_reductions(ct_problem, tiny_cfg, monkeypatch):
+    """A plateau schedule has no held-out misfit in the refit: the refit makes the main run's rate
+    reductions at the same steps (up to k*) instead of running at the first rate throughout."""
+    from dipkit.engine.schedule import Plateau
+
+    monkeypatch.setattr(Plateau, "_window", lambda self, best: 0)  # a reduction at every check
+    cfg = tiny_cfg("dip", iterations=25, lr=1e-2)
+    cfg.early_stop.rule = "val:record"
+    cfg.validation.refit = True
+    cfg.set("schedule.kind", "plateau")
+    res = reconstruct(ct_problem, cfg, quiet=True)
+    k = res["validation"]["iteration"]
+    main = res["schedule"]["changes"]
+    assert main and main[0]["step"] == 5
+    assert res["validation"]["refit"]["rate_changes"] == [c for c in main if c["step"] <= k]
+
+
 def test_val_works_for_baselines(ct_problem):
     from dipkit.run.config import RunConfig
 

@@ -47,7 +47,7 @@ import torch
 
 from .callbacks import Callback
 
-__all__ = ["Schedule", "Plateau", "Cosine", "SCHEDULES", "make_schedule", "resolve_schedule", "resolve_warmup",
+__all__ = ["Schedule", "Plateau", "Cosine", "Replay", "SCHEDULES", "make_schedule", "resolve_schedule", "resolve_warmup",
            "INIT_WARMUP"]
 
 
@@ -273,6 +273,33 @@ class Cosine(Schedule):
         self._apply(state)
 
 
+class Replay(Schedule):
+    """The rate changes of an earlier run, at the same steps: a refit on all data
+    (``validation.refit``, ``auto.refit``) has no held-out misfit to drive a ``plateau``, so it
+    follows the reductions its main run made (``changes``: :attr:`Schedule.changes` of that run,
+    ``{"step", "member", "factor"}``) — the rerun takes the same path with one more set of data."""
+
+    kind = "replay"
+
+    def __init__(self, changes, *, check_every: int = 10, warmup: int = 0):
+        super().__init__(floor=0.0, check_every=check_every, warmup=warmup)
+        self.plan: dict[int, list[dict]] = {}
+        for c in changes or []:
+            self.plan.setdefault(int(c["step"]), []).append(dict(c))
+
+    def on_step_end(self, state):
+        self.warm_up(state)
+        due = self.plan.get(int(state.step)) if self.base is not None else None
+        if not due:
+            return
+        for c in due:
+            b = int(c["member"])
+            if 0 <= b < len(self.factors) and self.factors[b] != float(c["factor"]):
+                self.factors[b] = float(c["factor"])
+                self.changes.append({"step": int(state.step), "member": b, "factor": self.factors[b]})
+        self._apply(state)
+
+
 #: the schedules by name (``schedule.kind``)
 SCHEDULES = {"constant": Schedule, "plateau": Plateau, "cosine": Cosine}
 
@@ -303,11 +330,15 @@ def resolve_schedule(kind: str, method, has_val: bool) -> str:
     return kind
 
 
-def make_schedule(kind: str, cfg, *, val=None, check_every: int = 10, warmup: int = 0) -> Schedule | None:
+def make_schedule(kind: str, cfg, *, val=None, check_every: int = 10, warmup: int = 0,
+                  replay: list | None = None) -> Schedule | None:
     """The schedule callback of resolved ``kind`` from ``cfg`` (a :class:`~dipkit.run.config.ScheduleConfig`);
     ``None`` for ``constant`` without a warm-up. ``plateau`` needs the run's ``val`` callback (else:
-    constant). ``warmup``: the resolved warm-up steps (:func:`resolve_warmup`)."""
+    constant, or — given ``replay``, an earlier run's changes — :class:`Replay` of them).
+    ``warmup``: the resolved warm-up steps (:func:`resolve_warmup`)."""
     warmup = int(warmup)
+    if kind == "plateau" and val is None and replay is not None:
+        return Replay(replay, check_every=check_every, warmup=warmup)
     if kind == "plateau" and val is not None:
         return Plateau(val, window=cfg.window, factor=float(cfg.factor), floor=float(cfg.floor),
                        check_every=check_every, warmup=warmup)

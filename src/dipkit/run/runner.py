@@ -59,11 +59,12 @@ CHECKPOINT_VERSION = 1
 
 
 def _build_run(method, problem, cfg: RunConfig, device, *, split, rules, mask, quiet, console, restore=None,
-               net=None, mode=None, label=None) -> _Run:
+               net=None, mode=None, label=None, replay=None) -> _Run:
     """Build a run (state and callbacks; restored from ``restore``, a :meth:`_Run.state_dict`, when
     given) without starting it: :func:`_advance` runs it (and may continue it with a larger budget,
     as ``--method auto``'s successive halving does). ``mode``: the ensemble's (:func:`build_state`);
-    ``label``: the progress bar's (default the method's name)."""
+    ``label``: the progress bar's (default the method's name); ``replay``: a refit's main run's rate
+    changes (:class:`dipkit.engine.schedule.Replay`)."""
     from ..engine.healing import Healer
     from ..engine.progress import ProgressBar
     from ..engine.recorder import HistoryRecorder
@@ -79,7 +80,7 @@ def _build_run(method, problem, cfg: RunConfig, device, *, split, rules, mask, q
                 for name, mode in rules]
     val_cb = next((cb for cb in rule_cbs if cb.rule == "val"), None)
     schedule = make_schedule(cfg.schedule.kind, cfg.schedule, val=val_cb, check_every=check,
-                             warmup=resolve_warmup(cfg.schedule.warmup, cfg.init.kind, method))
+                             warmup=resolve_warmup(cfg.schedule.warmup, cfg.init.kind, method), replay=replay)
     recorder = HistoryRecorder(every=check, x_true=problem.x_true, mask=mask)
     healer = Healer.from_config(cfg.healing, check)  # the engine uses it only for methods with an optimiser
     done = 0.0
@@ -126,11 +127,11 @@ def _advance(method, run_: _Run, max_steps: int | None = None) -> _Run:
 
 
 def _run_once(method, problem, cfg: RunConfig, device, *, split, rules, mask, quiet, console, restore=None,
-              checkpoint=None, net=None, mode=None, label=None) -> _Run:
+              checkpoint=None, net=None, mode=None, label=None, replay=None) -> _Run:
     """Build the run (:func:`_build_run`) and run it; ``checkpoint(run, t0) -> Checkpointer``: the
     run's checkpoint writer."""
     out = _build_run(method, problem, cfg, device, split=split, rules=rules, mask=mask, quiet=quiet,
-                     console=console, restore=restore, net=net, mode=mode, label=label)
+                     console=console, restore=restore, net=net, mode=mode, label=label, replay=replay)
     if checkpoint is not None:
         out.checkpointer = checkpoint(out, time.perf_counter())
         out.callbacks.append(out.checkpointer)
@@ -312,7 +313,8 @@ def run_method(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, qu
         main = join_runs(runs, chunks)
 
     def do_refit(val_cb) -> _Run:
-        """Rerun on all data for the val rule's k* steps."""
+        """Rerun on all data for the val rule's k* steps, with the main run's rate reductions at the
+        same steps (a plateau schedule has no held-out misfit to follow in the refit)."""
         again = copy.deepcopy(resolved)
         again.iterations = int(val_cb.iteration)
         earlier = {}
@@ -322,7 +324,8 @@ def run_method(problem, cfg: RunConfig, out_dir: str | Path | None = None, *, qu
                 save_checkpoint(out / CHECKPOINT, document("refit", earlier))
         refit = _run_once(again.validate(), problem, again, device, split=None, rules=[], mask=mask,
                           quiet=quiet, console=console, restore=runs_done.get("refit"),
-                          checkpoint=checkpointer("refit", earlier), net=net)
+                          checkpoint=checkpointer("refit", earlier), net=net,
+                          replay=main.schedule.changes if len(chunks) == 1 and main.schedule is not None else None)
         return refit
 
     return _finish(main, method=method, problem=problem, cfg=cfg, resolved=resolved, split=split, mask=mask,
@@ -381,7 +384,8 @@ def _finish(main: _Run, *, method, problem, cfg: RunConfig, resolved: RunConfig,
             refit = do_refit(val_cb)
             recon = chosen = estimates["refit"] = refit.state.estimate
             p, s = metric_pair(recon, problem, mask)
-            val_info["refit"] = {"iterations": refit.state.step, "psnr": p, "ssim": s}
+            val_info["refit"] = {"iterations": refit.state.step, "psnr": p, "ssim": s,
+                                 "rate_changes": [] if refit.schedule is None else list(refit.schedule.changes)}
             wall += refit.wall
             rollbacks += [] if refit.healer is None else [{**r, "phase": "refit"} for r in refit.healer.records]
     peak = {"psnr": None, "iteration": None}
