@@ -81,7 +81,7 @@ def test_portfolios_per_task(ct_problem):
 
 @pytest.fixture(scope="module")
 def auto_run(tmp_path_factory):
-    """One tiny auto run with combine=2 (shared by the tests below)."""
+    """One tiny auto run with combine=2 and no refit (shared by the tests below)."""
     from dipkit.run import reconstruct
     from dipkit.tasks import get_task
 
@@ -93,6 +93,7 @@ def auto_run(tmp_path_factory):
     cfg.set("auto.candidates", "tv,dip,dip-tv")
     cfg.set("auto.min_steps", 10)
     cfg.set("auto.combine", 2)
+    cfg.set("auto.refit", False)
     cfg.set("auto.se", 0)  # the least misfit wins (the one-SE rule has tests of its own below)
     out = tmp_path_factory.mktemp("auto") / "run"
     res = reconstruct(problem, cfg, out, quiet=True)
@@ -234,3 +235,100 @@ def test_one_se_rule_keeps_the_baseline_unless_a_network_is_clearly_better(ct_pr
     # se = 0: the least misfit; a baseline that is best needs no rule
     assert one_se_choice([close, base], split, 0.0) == (close, None)
     assert one_se_choice([base, close], split, 1.0) == (base, None)
+
+
+def test_stack_weights_are_the_least_squares_point_of_the_simplex():
+    """Against brute force: the optimum of min ‖Σ w_c r_c‖² over the simplex is, on its support S, the
+    equality-constrained solution w_S ∝ G_S⁻¹1 (feasible, least objective over all supports)."""
+    import itertools
+
+    import torch
+
+    from dipkit.run.auto import stack_weights
+
+    g = torch.Generator().manual_seed(0)
+    for n in (2, 3, 4, 5, 6):
+        R = torch.randn(1, 300, generator=g) + 0.5 * torch.randn(n, 300, generator=g)
+        w = stack_weights(R)
+        G = R.double() @ R.double().T
+        best = None
+        for k in range(1, n + 1):
+            for S in map(list, itertools.combinations(range(n), k)):
+                ws = torch.linalg.solve(G[S][:, S], torch.ones(k, dtype=torch.float64))
+                ws = ws / ws.sum()
+                if bool((ws >= 0).all()):
+                    full = torch.zeros(n, dtype=torch.float64)
+                    full[S] = ws
+                    if best is None or float(full @ G @ full) < float(best @ G @ best):
+                        best = full
+        assert float(w.sum()) == pytest.approx(1.0) and bool((w >= 0).all())
+        torch.testing.assert_close(w, best, atol=1e-6, rtol=0)
+    assert stack_weights(torch.randn(1, 10)).tolist() == [1.0]
+
+
+def test_stacking_combines_candidates_that_err_in_opposite_directions(ct_problem):
+    import torch
+
+    from dipkit.physics.split import ValidationSplit
+    from dipkit.run.auto import _stack
+
+    split = ValidationSplit(ct_problem.physics, ct_problem.y, fraction=0.2)
+    x = ct_problem.x_true
+    shifted = torch.roll(x, shifts=(6, 6), dims=(-2, -1))  # a misplaced image: no help to the others
+    low, high, far = _Cand("tv", x * 0.7, network=False), _Cand("dip", x * 1.3, network=True), \
+        _Cand("dip-dd", shifted, network=True)
+    fit_x = {"tv": x * 0.7, "dip": x * 1.3, "dip-dd": shifted}
+    single = {k: float(split.misfit(v)[0]) for k, v in fit_x.items()}
+    weights, rec = _stack([high, low, far], high, fit_x, split, 1.0)
+    # the mean of 0.7x and 1.3x is x: about half each, far below either misfit, and clearly so (z ≪ −1)
+    assert rec["used"] and weights.get("dip-dd", 0.0) < 0.1 and abs(weights["dip"] - weights["tv"]) < 0.1
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert rec["misfit"] < 0.5 * min(single.values()) and rec["z"] < -1 and rec["versus"] == "dip"
+    # a combination that is only the chosen candidate (the others add nothing) is not "used"
+    weights, rec = _stack([low, far], low, {"tv": x * 0.7, "dip-dd": shifted * 0.1}, split, 1.0)
+    assert weights == {"tv": 1.0} and not rec["used"]
+
+
+def test_auto_stack_returns_the_weighted_candidates_with_a_misfit_no_worse_than_any(ct_problem, tmp_path):
+    from dipkit.run import reconstruct
+
+    cfg = RunConfig(method="auto", device="cpu", log_every=5, max_iterations=60)
+    cfg.net.options.update(TINY_NET)
+    cfg.set("auto.candidates", "tv,dip,dip-tv")
+    cfg.set("auto.min_steps", 10)
+    cfg.set("auto.refit", False)
+    cfg.set("auto.se", 0)
+    res = reconstruct(ct_problem, cfg, tmp_path / "run", quiet=True)
+    rec = res["auto"]["combine"]
+    assert rec["kind"] == "stack" and sum(rec["weights"].values()) == pytest.approx(1.0)
+    misfits = {r["candidate"]: r["misfit"] for r in res["auto"]["candidates"]}
+    assert rec["misfit"] <= min(misfits.values()) * (1 + 1e-3)
+    weights = res["auto"]["weights"]
+    assert weights == (rec["weights"] if rec["used"] else {res["auto"]["chosen"]: 1.0})
+    expected = sum(w * np.load(tmp_path / "run" / "candidates" / c / "reconstruction.npy") for c, w in weights.items())
+    np.testing.assert_allclose(np.load(tmp_path / "run" / "reconstruction.npy"), expected, rtol=1e-5, atol=1e-6)
+    assert "Stacking" in (tmp_path / "run" / "selection.md").read_text()
+
+
+def test_auto_refits_the_chosen_network_on_all_data_for_its_pick(ct_problem, tmp_path):
+    """Select, then refit: the returned network candidate is rerun on all the data for its pick's
+    steps — the same as a run of that candidate without a split for that many steps."""
+    from dipkit.run import reconstruct
+
+    cfg = RunConfig(method="auto", device="cpu", log_every=5, max_iterations=40)
+    cfg.net.options.update(TINY_NET)
+    cfg.set("auto.candidates", "dip")
+    cfg.set("schedule.kind", "constant")  # no rate reductions (a plateau's are replayed: test_validation)
+    res = reconstruct(ct_problem, cfg, tmp_path / "run", quiet=True)
+    k = res["auto"]["candidates"][0]["pick_iteration"]
+    refit = res["auto"]["refit"]["dip"]
+    assert refit["iterations"] == k and res["validation"]["refit"]["iterations"] == k
+    alone = candidate_config(cfg, "dip")
+    alone.iterations, alone.early_stop.rule = k, None
+    ref = reconstruct(ct_problem, alone, quiet=True)
+    np.testing.assert_allclose(res.reconstruction.numpy(), ref.reconstruction.numpy(), rtol=1e-5, atol=1e-6)
+    assert refit["psnr"] == pytest.approx(ref["psnr"], abs=1e-4)
+    assert "Refit on all the data" in (tmp_path / "run" / "selection.md").read_text()
+    # the candidate's own directory keeps its pick on the fit view
+    assert not np.allclose(np.load(tmp_path / "run" / "candidates" / "dip" / "reconstruction.npy"),
+                           res.reconstruction.numpy())

@@ -32,6 +32,16 @@ def checkpoint_every(text: str):
     return v
 
 
+def _combine(text: str):
+    """An argparse type: ``stack`` or an integer > 0 (``--combine``)."""
+    if text.strip().lower() == "stack":
+        return "stack"
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'stack' or a positive integer, got {text!r}") from None
+
+
 def add_arguments(r) -> None:
     r.add_argument("problem", nargs="?", help="problem file written by 'dipkit simulate' (with --resume: optional, "
                                               "default the file the run used)")
@@ -51,8 +61,10 @@ def add_arguments(r) -> None:
                    help="stopping rule(s): 'val' (held-out misfit, no ground truth needed) or 'wmv' (running "
                         "variance) to stop, ':record' to only record the selection; several comma-separated "
                         "(the first one's selection is the reconstruction); 'none'")
-    r.add_argument("--combine", type=positive_int, metavar="K",
-                   help="with --method auto: average the K candidates with the least held-out misfit")
+    r.add_argument("--combine", type=_combine, metavar="stack|K",
+                   help="with --method auto: 'stack' (default) returns the convex combination of the candidates "
+                        "with the least held-out misfit when it beats the chosen one by auto.se standard errors; "
+                        "K averages the K candidates with the least misfit; 1 returns the chosen one alone")
     r.add_argument("--ensemble", type=positive_int, metavar="N",
                    help="N independently seeded reconstructions (seeds SEED…SEED+N−1) as one batched run: "
                         "writes their mean and the per-pixel std (uncertainty.npy/png); the members run "

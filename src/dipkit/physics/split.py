@@ -293,12 +293,20 @@ class ValidationSplit:
         ``score="raw"``: the mean squared misfit :math:`\frac{1}{|H|}\sum_{i\in H} ((Ax)_i - y_i)^2`;
         ``score="ramp"``: :math:`\frac{1}{|H|}\sum_{v\in H_V}\|F[(Ax-y)_{\cdot v}\odot m_{\cdot v}]\|^2`
         with the ramp filter :math:`F` along the detector (module docs)."""
+        return self.residual(x).pow(2).sum(1) / (self.n_held_out * self._per_position)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        r"""The held-out residual of ``x`` that :meth:`misfit` scores, flattened per sample, shape
+        ``[B, M]``: :math:`((Ax - y)\odot m_H)` (``raw``; zero off the held-out entries) or its
+        ramp-filtered held-out views (``ramp``). Linear in :math:`Ax - y`, so the residual of a convex
+        combination of images is the same combination of their residuals (``auto``'s stacking,
+        :func:`dipkit.run.auto.stack_weights`)."""
         r = (self.physics.A(x) - self.y) * self.held_out
         if self.score == "ramp":
             from .ct_fbp import ramp_filter
 
             r = ramp_filter(r[..., self.views])
-        return r.pow(2).flatten(1).sum(1) / (self.n_held_out * self._per_position)
+        return r.flatten(1)
 
     def entry_scores(self, x: torch.Tensor) -> torch.Tensor:
         r"""The held-out score of ``x`` entry by entry, pooled over the batch: a 1-D tensor whose mean

@@ -172,6 +172,60 @@ def one_se_choice(ranked: list, split, se: float) -> tuple[Any, dict | None]:
     return (base if z > -se else best), record
 
 
+def _project_simplex(v: torch.Tensor) -> torch.Tensor:
+    """Euclidean projection onto the probability simplex (Duchi et al., ICML 2008)."""
+    u, _ = torch.sort(v, descending=True)
+    css = torch.cumsum(u, 0) - 1.0
+    k = torch.arange(1, v.numel() + 1, dtype=v.dtype)
+    rho = int(torch.nonzero(u - css / k > 0).max())
+    return torch.clamp(v - css[rho] / (rho + 1), min=0.0)
+
+
+def stack_weights(residuals: torch.Tensor, iterations: int = 3000) -> torch.Tensor:
+    r"""Stacking weights (Breiman, *Stacked regressions*, Machine Learning 1996; Wolpert 1992): the
+    convex combination of candidate images whose held-out residual is least,
+
+    .. math:: \hat w = \arg\min_{w \ge 0,\ \sum_c w_c = 1} \Big\|\sum_c w_c\, r_c\Big\|^2,
+              \qquad r_c = \text{held-out residual of } \hat x^{(c)}
+              \ (:meth:`~dipkit.physics.split.ValidationSplit.residual`),
+
+    which is the held-out misfit of :math:`\sum_c w_c \hat x^{(c)}` (the residual is linear in the image and
+    the weights sum to one). ``residuals``: ``[n, M]``. Solved on the host in float64 by accelerated
+    projected gradient on the simplex, then polished on the support found (the equality-constrained
+    solution :math:`w_S \propto G_S^{-1}\mathbf 1` with :math:`G = R R^\top`, kept when it is feasible
+    and no worse). Returns ``[n]`` (float64, on the CPU)."""
+    R = residuals.detach().to("cpu", torch.float64).flatten(1)
+    n = R.shape[0]
+    if n == 1:
+        return torch.ones(1, dtype=torch.float64)
+    G = R @ R.T
+    G = G / max(float(torch.trace(G)) / n, 1e-300)  # scale-free (misfits are often ~1e-3)
+
+    def f(w):
+        return float(w @ G @ w)
+
+    L = 2.0 * float(torch.linalg.eigvalsh(G).max())
+    w = torch.full((n,), 1.0 / n, dtype=torch.float64)
+    v, t = w.clone(), 1.0
+    for _ in range(int(iterations)):
+        w_next = _project_simplex(v - (2.0 * (G @ v)) / L)
+        t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
+        v = w_next + ((t - 1.0) / t_next) * (w_next - w)
+        w, t = w_next, t_next
+    support = torch.nonzero(w > 1e-8).flatten()
+    try:
+        ws = torch.linalg.solve(G[support][:, support], torch.ones(len(support), dtype=torch.float64))
+        ws = ws / ws.sum()
+        if bool((ws >= 0).all()):
+            polished = torch.zeros_like(w)
+            polished[support] = ws
+            if f(polished) <= f(w) + 1e-12:
+                w = polished
+    except RuntimeError:  # a singular G_S (two identical candidates): keep the projected-gradient solution
+        pass
+    return w
+
+
 def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = False, console=None,
                      overwrite: bool = True, dicom: bool = False, log: Callable[[str], None] | None = None):
     """``--method auto`` on ``problem`` (module docs); returns the :class:`~dipkit.run.rundir.RunResult`
@@ -306,17 +360,38 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
     if rule is not None and chosen is not ranked[0]:
         say(f"auto: {ranked[0].label}'s misfit is within {rule['se']:g} standard error(s) of {chosen.label}'s "
             f"(z = {rule['z']:.2f}): keeping the simpler {chosen.label}")
-    k = min(int(cfg.auto.combine), len(ranked))
-    recon = chosen.result.reconstruction
-    combine_info = None
-    if k > 1:
-        members = ranked[:k]
-        recon = torch.stack([m.result.reconstruction for m in members]).mean(0)
+    # what is returned: the chosen candidate, or a combination of several (weights by label)
+    shape = chosen.run.state.estimate.shape
+    fit_x = {c.label: _fit_estimate(c).to(device=split.y.device, dtype=split.y.dtype).reshape(shape) for c in ranked}
+    weights, combine_info = {chosen.label: 1.0}, None
+    combine = cfg.auto.combine
+    if combine == "stack" and len(ranked) > 1:
+        weights, combine_info = _stack(ranked, chosen, fit_x, split, float(cfg.auto.se))
+        say(f"auto: stacking weights {_fmt_weights(combine_info['weights'])} (held-out misfit "
+            f"{_fmt(combine_info['misfit'])}, z = {combine_info['z']:.2f} against {chosen.label}) → "
+            + ("returning the combination" if combine_info["used"] else f"keeping {chosen.label}"))
+    elif combine != "stack" and int(combine) > 1:
+        members = ranked[:min(int(combine), len(ranked))]
+        weights = {m.label: 1.0 / len(members) for m in members}
+        x_fit = torch.stack([fit_x[m.label] for m in members]).mean(0)
+        combine_info = {"kind": "mean", "k": len(members), "candidates": [m.label for m in members],
+                        "weights": dict(weights), "misfit": float(split.misfit(x_fit).mean()), "used": True}
+    k = len(weights)
+    if cfg.auto.refit:  # select, then refit: the returned network candidates rerun on all the data
+        for c in ranked:
+            if c.label in weights and c.method.uses_network:
+                if out_of_time():
+                    c.extra["refit"] = {"skipped": "time limit"}
+                    continue
+                _refit(c, problem, device, mask, console, with_deadline, say)
+    by_label = {c.label: c for c in ranked}
+    recon = sum(w * by_label[lab].result.reconstruction for lab, w in weights.items())
+    if combine_info is not None:
         p, s = metric_pair(recon, problem, mask)
-        combine_info = {"k": k, "candidates": [m.label for m in members], "misfit": float(split.misfit(recon).mean()),
-                        "psnr": p, "ssim": s}
+        combine_info.update(psnr=p, ssim=s)
     wall = time.perf_counter() - t_start
-    rows = _rows(cands, ranked, chosen, rule)
+    rows = _rows(cands, ranked, chosen, rule, weights)
+    refits = {c.label: c.extra["refit"] for c in ranked if "refit" in c.extra}
     total_steps = sum(c.steps for c in cands if c.method is not None and c.method.uses_network)
 
     res = RunResult(dict(chosen.result))
@@ -330,28 +405,92 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
                      "rungs": [{"budget": r["budget"], "scores": {c.label: v for c, v in r["scores"]},
                                 "kept": [c.label for c in r["kept"]], "dropped": [c.label for c in r["dropped"]]}
                                for r in rungs],
-                     "combine": combine_info, "one_se": rule, "total_steps": total_steps, "wall_time_s": wall,
+                     "combine": combine_info, "weights": weights, "refit": refits, "one_se": rule, "total_steps": total_steps, "wall_time_s": wall,
                      "split": split.describe()})
     res.reconstruction = recon
     res.uncertainty = None
     res.members = None
     res.direct = naive
     res.estimates = {**chosen.result.estimates, **({"combined": recon} if k > 1 else {})}
+    if "refit" in chosen.extra and "iterations" in chosen.extra["refit"]:
+        res["validation"] = {**(res.get("validation") or {}), "refit": chosen.extra["refit"]}
     res.history = chosen.result.history
     res.source = problem.meta.get("source")
     res.operator_kind = problem.spec.get("kind")
     res.config = asked.to_dict()
     res.config["chosen"] = chosen.result.config
     say(f"auto: chose {chosen.label} (held-out misfit {_fmt(chosen.misfit())})"
-        + (f"; combined the {k} best (misfit {_fmt(combine_info['misfit'])})" if k > 1 else "")
+        + (f"; returned {_fmt_weights(weights)} (misfit {_fmt(combine_info['misfit'])})" if k > 1 else "")
         + f" — {total_steps} network steps in all, {wall:.0f} s")
     if out is not None:
         from ..io import csv_text, save_text
 
         save_text(out / SELECTION_CSV, csv_text(rows, _COLUMNS))
-        save_text(out / SELECTION_MD, _markdown(rows, chosen.label, combine_info, total_steps, wall, rule))
+        save_text(out / SELECTION_MD, _markdown(rows, chosen.label, combine_info, total_steps, wall, rule, refits))
         write_run_dir(out, res, dicom=dicom)
     return res
+
+
+def _fit_estimate(c: _Candidate) -> torch.Tensor:
+    """The candidate's image fitted without the held-out entries (a network: its ``val`` pick; a
+    baseline: its fit-view solve, not the refit on all data, which has seen the held-out entries)."""
+    return c.extra["fit_estimate"] if "fit_estimate" in c.extra else c.result.reconstruction
+
+
+def _stack(ranked: list, chosen, fit_x: dict, split, se: float) -> tuple[dict, dict]:
+    """``auto.combine=stack``: the stacking weights of every candidate (:func:`stack_weights`, weights
+    under 1 % dropped and the rest renormalised), used when the combination's held-out misfit is below
+    the chosen candidate's by more than ``se`` standard errors of the paired difference (the same
+    guard as :func:`one_se_choice`: the weights are fitted on the entries that score them).
+    Returns ``(weights by label, record)``."""
+    with torch.no_grad():
+        R = torch.cat([split.residual(fit_x[c.label]) for c in ranked])
+        w = stack_weights(R)
+        w = torch.where(w < 0.01, torch.zeros_like(w), w)
+        w = w / w.sum()
+        x = sum(float(wi) * fit_x[c.label] for wi, c in zip(w, ranked) if wi > 0)
+        d = (split.entry_scores(x) - split.entry_scores(fit_x[chosen.label])).to(torch.float64)
+        misfit = float(split.misfit(x).mean())
+    n = d.numel()
+    sd, mean = (float(d.std()) if n > 1 else 0.0), float(d.mean())
+    z = mean / (sd / math.sqrt(n)) if sd > 0 else (-math.inf if mean < 0 else (math.inf if mean > 0 else 0.0))
+    used = z < -se if se > 0 else mean < 0
+    stacked = {c.label: float(wi) for wi, c in zip(w, ranked) if wi > 0}
+    record = {"kind": "stack", "weights": stacked, "misfit": misfit, "versus": chosen.label,
+              "difference": mean, "z": z, "se": se, "used": bool(used and len(stacked) > 1)}
+    return (stacked if record["used"] else {chosen.label: 1.0}), record
+
+
+def _refit(c: _Candidate, problem, device, mask, console, with_deadline, say) -> None:
+    """Rerun network candidate ``c`` on all the data for its pick's number of steps, with its rate
+    reductions at the same steps (:class:`dipkit.engine.schedule.Replay`); its reconstruction becomes
+    the refit's (``c.extra["refit"]``: steps, PSNR/SSIM when known, time)."""
+    from .runner import _advance, _build_run
+    from .summary import metric_pair
+
+    k = (c.result.get("validation") or {}).get("iteration")
+    if not k:
+        return
+    again = copy.deepcopy(c.resolved)
+    again.iterations = int(k)
+    method = again.validate()
+    say(f"auto: refitting {c.label} on all the data for {k} steps")
+    try:
+        run_ = _build_run(method, problem, again, device, split=None, rules=[], mask=mask, quiet=True,
+                          console=console, replay=None if c.run.schedule is None else list(c.run.schedule.changes))
+        with_deadline(run_)
+        _advance(method, run_)
+    except (DipkitError, RuntimeError, ValueError) as exc:
+        c.extra["refit"] = {"failed": " ".join(str(exc).split())}
+        say(f"auto: the refit of {c.label} failed ({c.extra['refit']['failed']}); keeping its pick")
+        return
+    c.result.reconstruction = run_.state.estimate
+    p, s = metric_pair(run_.state.estimate, problem, mask)
+    c.extra["refit"] = {"iterations": int(run_.state.step), "psnr": p, "ssim": s, "wall_s": float(run_.wall)}
+
+
+def _fmt_weights(weights: dict) -> str:
+    return " + ".join(f"{w:.2f}·{lab}" for lab, w in sorted(weights.items(), key=lambda kv: -kv[1]))
 
 
 def _fmt(v) -> str:
@@ -359,10 +498,10 @@ def _fmt(v) -> str:
 
 
 _COLUMNS = ["rank", "candidate", "method", "settings", "status", "misfit", "pick_iteration", "steps", "stop",
-            "wall_s", "psnr", "ssim", "peak_psnr"]
+            "wall_s", "psnr", "ssim", "peak_psnr", "weight", "refit_steps", "refit_psnr", "refit_wall_s"]
 
 
-def _rows(cands, ranked, chosen, rule=None) -> list[dict]:
+def _rows(cands, ranked, chosen, rule=None, weights=None) -> list[dict]:
     rank = {c.label: i + 1 for i, c in enumerate(ranked)}
     rows = []
     for c in sorted(cands, key=lambda c: rank.get(c.label, len(cands) + 1)):
@@ -386,21 +525,27 @@ def _rows(cands, ranked, chosen, rule=None) -> list[dict]:
                      "stop": (r.get("stop") or {}).get("kind"),
                      "wall_s": None if c.run is None else float(c.run.wall) + (
                          0.0 if c.method is None or c.method.uses_network else float(r.get("wall_time_s") or 0.0)),
-                     "psnr": r.get("psnr"), "ssim": r.get("ssim"), "peak_psnr": (r.get("peak") or {}).get("psnr")})
+                     "psnr": r.get("psnr"), "ssim": r.get("ssim"), "peak_psnr": (r.get("peak") or {}).get("psnr"),
+                     "weight": (weights or {}).get(c.label), "refit_steps": c.extra.get("refit", {}).get("iterations"),
+                     "refit_psnr": c.extra.get("refit", {}).get("psnr"),
+                     "refit_wall_s": c.extra.get("refit", {}).get("wall_s")})
     return rows
 
 
 def _markdown(rows: list[dict], chosen: str, combine: dict | None, total_steps: int, wall: float,
-              rule: dict | None = None) -> str:
+              rule: dict | None = None, refit: dict | None = None) -> str:
     def f(v, spec):
         return "—" if v is None else format(v, spec)
 
     lines = ["| rank | candidate | settings | held-out misfit | pick (it) | steps | stop | time s | PSNR | SSIM | "
-             "status |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "weight | refit: steps, time s, PSNR | status |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        rf = "—" if r.get("refit_steps") is None else (
+            f"{r['refit_steps']}, {f(r['refit_wall_s'], '.1f')}, {f(r['refit_psnr'], '.2f')}")
         lines.append(f"| {f(r['rank'], 'd')} | {r['candidate']} | {r['settings'] or '—'} | {f(r['misfit'], '.4g')} | "
                      f"{f(r['pick_iteration'], 'd')} | {f(r['steps'], 'd')} | {r['stop'] or '—'} | "
-                     f"{f(r['wall_s'], '.1f')} | {f(r['psnr'], '.2f')} | {f(r['ssim'], '.3f')} | {r['status']} |")
+                     f"{f(r['wall_s'], '.1f')} | {f(r['psnr'], '.2f')} | {f(r['ssim'], '.3f')} | "
+                     f"{f(r.get('weight'), '.2f')} | {rf} | {r['status']} |")
     if rule is not None and rule["preferred"] == chosen and rule["best"] != chosen:
         why = (f"Chosen: **{chosen}** — {rule['best']}'s held-out misfit is lower by {-rule['difference']:.3g}, "
                f"within {rule['se']:g} standard error(s) of the difference (z = {rule['z']:.2f} over "
@@ -411,8 +556,18 @@ def _markdown(rows: list[dict], chosen: str, combine: dict | None, total_steps: 
             why += (f" Its misfit is below {rule['baseline']}'s by {-rule['z']:.2f} standard errors of the paired "
                     f"difference (needed: more than {rule['se']:g}).")
     lines += ["", f"{why} {total_steps} network steps in all, {wall:.0f} s."]
-    if combine:
+    psnr = "" if not combine or combine.get("psnr") is None else f", PSNR {combine['psnr']:.2f} dB"
+    if combine and combine["kind"] == "mean":
         lines.append(f"Combined: the mean of the {combine['k']} best ({', '.join(combine['candidates'])}), held-out "
-                     f"misfit {combine['misfit']:.4g}" + (f", PSNR {combine['psnr']:.2f} dB" if combine.get('psnr')
-                                                         is not None else "") + ".")
+                     f"misfit {combine['misfit']:.4g} (of the images fitted without the held-out entries){psnr}.")
+    elif combine:
+        lines.append(f"Stacking (the convex combination with the least held-out misfit): {_fmt_weights(combine['weights'])}"
+                     f", held-out misfit {combine['misfit']:.4g}, z = {combine['z']:.2f} against {combine['versus']} "
+                     + (f"(needed: below −{combine['se']:g}): **returned**{psnr}." if combine["used"] else
+                        f"(needed: below −{combine['se']:g}): not used, {combine['versus']} returned."))
+    if refit:
+        lines.append("Refit on all the data (the returned network candidates, for their pick's steps): "
+                     + ", ".join(f"{lab} {r['iterations']} steps, {r['wall_s']:.0f} s"
+                                 + ("" if r.get("psnr") is None else f", {r['psnr']:.2f} dB") for lab, r in refit.items()
+                                 if "iterations" in r) + ".")
     return "\n".join(lines) + "\n"

@@ -138,7 +138,8 @@ class AutoConfig:
     candidates: Any = None  # comma-separated labels (or a list); None: the task's portfolio
     min_steps: int = 500  # first rung's steps per network candidate
     eta: int = 2  # keep the better 1/eta after each rung; the budget grows eta-fold
-    combine: int = 1  # average the K candidates with the least held-out misfit
+    combine: Any = "stack"  # stack: convex weights of least held-out misfit (if it beats the choice by se SEs); K: mean of the K best
+    refit: bool = True  # rerun the returned network candidates on all the data for their pick's steps
     se: float = 1.0  # one-standard-error rule: a network candidate must beat the baseline by > se paired SEs
 
 

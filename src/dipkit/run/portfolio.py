@@ -114,8 +114,11 @@ class AutoSelection:
     def __init__(self, cfg: RunConfig):
         a = cfg.auto
         self.labels = _labels(a.candidates)
-        if int(a.min_steps) < 1 or int(a.eta) < 2 or int(a.combine) < 1 or not float(a.se) >= 0:
-            raise DipkitError("auto needs min_steps ≥ 1, eta ≥ 2, combine ≥ 1 and se ≥ 0")
+        a.combine = self.parse_combine(a.combine)
+        if int(a.min_steps) < 1 or int(a.eta) < 2 or not float(a.se) >= 0:
+            raise DipkitError("auto needs min_steps ≥ 1, eta ≥ 2 and se ≥ 0")
+        if not isinstance(a.refit, bool):
+            raise DipkitError(f"auto.refit must be true or false, not {a.refit!r}")
         if cfg.params:
             raise DipkitError(f"--method auto takes no method parameters ({', '.join(cfg.params)}); "
                               "name candidates with auto.candidates=…")
@@ -125,10 +128,24 @@ class AutoSelection:
             raise DipkitError("--method auto chooses by held-out misfit: its candidates use the val rule "
                               f"(drop --early-stop {cfg.early_stop.rule})")
         if cfg.validation.refit:
-            raise DipkitError("--method auto does not refit (validation.refit)")
+            raise DipkitError("--method auto refits with auto.refit (default true), not validation.refit")
         if self.labels is not None:
             self.check(cfg, self.labels)
         self.cfg = cfg
+
+    @staticmethod
+    def parse_combine(value):
+        """``auto.combine``: ``stack`` or a whole number K ≥ 1 (the mean of the K best)."""
+        if isinstance(value, str) and value.strip().lower() == "stack":
+            return "stack"
+        try:
+            k = int(str(value).strip())
+        except ValueError:
+            k = 0
+        if k < 1 or isinstance(value, bool):
+            raise DipkitError(f"auto.combine must be 'stack' or a whole number K ≥ 1 (the mean of the K best), "
+                              f"not {value!r}")
+        return k
 
     @staticmethod
     def check(cfg: RunConfig, labels: list[str]) -> None:
@@ -142,5 +159,6 @@ class AutoSelection:
 
     def config(self) -> dict:
         a = self.cfg.auto
-        return {"candidates": self.labels, "min_steps": int(a.min_steps), "eta": int(a.eta), "combine": int(a.combine),
+        return {"candidates": self.labels, "min_steps": int(a.min_steps), "eta": int(a.eta), "combine": a.combine,
+                "refit": bool(a.refit),
                 "se": float(a.se)}
