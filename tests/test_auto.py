@@ -66,7 +66,8 @@ def test_auto_config_is_checked_and_candidates_follow_the_run():
     assert tv.early_stop.rule is None and candidate_config(cfg, "dip").early_stop.rule == "val"
     assert candidate_config(cfg, "dip").net.options == TINY_NET
     for bad in ({"auto.candidates": "dip,nosuch"}, {"auto.candidates": "dip,dip"}, {"lr": 1e-3},
-                {"ensemble": 2}, {"early_stop.rule": "wmv"}, {"auto.eta": 1}):
+                {"ensemble": 2}, {"early_stop.rule": "wmv"}, {"auto.eta": 1}, {"auto.refit": "always"},
+                {"auto.combine": "stacked"}, {"auto.combine": 0}, {"validation.refit": True}):
         c = RunConfig(method="auto")
         for k, v in bad.items():
             c.set(k, v)
@@ -312,7 +313,8 @@ def test_auto_stack_returns_the_weighted_candidates_with_a_misfit_no_worse_than_
 
 def test_auto_refits_the_chosen_network_on_all_data_for_its_pick(ct_problem, tmp_path):
     """Select, then refit: the returned network candidate is rerun on all the data for its pick's
-    steps — the same as a run of that candidate without a split for that many steps."""
+    steps — the same as a run of that candidate without a split for that many steps — and (default
+    ``auto.refit=mean``) the mean of its pick and the refit is returned."""
     from dipkit.run import reconstruct
 
     cfg = RunConfig(method="auto", device="cpu", log_every=5, max_iterations=40)
@@ -322,13 +324,16 @@ def test_auto_refits_the_chosen_network_on_all_data_for_its_pick(ct_problem, tmp
     res = reconstruct(ct_problem, cfg, tmp_path / "run", quiet=True)
     k = res["auto"]["candidates"][0]["pick_iteration"]
     refit = res["auto"]["refit"]["dip"]
-    assert refit["iterations"] == k and res["validation"]["refit"]["iterations"] == k
+    assert refit["iterations"] == k and refit["mode"] == "mean" and res["validation"]["refit"]["iterations"] == k
     alone = candidate_config(cfg, "dip")
     alone.iterations, alone.early_stop.rule = k, None
     ref = reconstruct(ct_problem, alone, quiet=True)
-    np.testing.assert_allclose(res.reconstruction.numpy(), ref.reconstruction.numpy(), rtol=1e-5, atol=1e-6)
+    cdir = tmp_path / "run" / "candidates" / "dip"
+    refit_x = np.load(cdir / "refit.npy")
+    np.testing.assert_allclose(refit_x.reshape(-1), ref.reconstruction.numpy().reshape(-1), rtol=1e-5, atol=1e-6)
     assert refit["psnr"] == pytest.approx(ref["psnr"], abs=1e-4)
+    pick = np.load(cdir / "reconstruction.npy")  # the candidate's own directory keeps its pick on the fit view
+    assert not np.allclose(pick.reshape(-1), refit_x.reshape(-1))
+    np.testing.assert_allclose(res.reconstruction.numpy().reshape(-1), (pick.reshape(-1) + refit_x.reshape(-1)) / 2,
+                               rtol=1e-5, atol=1e-6)
     assert "Refit on all the data" in (tmp_path / "run" / "selection.md").read_text()
-    # the candidate's own directory keeps its pick on the fit view
-    assert not np.allclose(np.load(tmp_path / "run" / "candidates" / "dip" / "reconstruction.npy"),
-                           res.reconstruction.numpy())

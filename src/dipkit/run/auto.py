@@ -27,17 +27,27 @@ to a classical baseline or beats the best baseline by more than ``se`` standard 
 paired difference over the held-out entries — the one-standard-error rule of cross-validation
 (:func:`one_se_choice`); ``selection.md`` says when it decided.
 
-``--combine K`` (``auto.combine``) averages the reconstructions of the K candidates with the least
-misfit instead of taking the best one; the held-out misfit of the average is recorded beside.
+**Stacking** (``auto.combine=stack``, the default; Breiman, *Stacked regressions*, 1996): the
+candidates' images, each fitted without the held-out entries, are combined with the convex weights
+that minimise the held-out misfit of the combination (:func:`stack_weights`). Different methods
+err differently, so a mixture can beat every one of them; the combination is returned only when its
+misfit is below the chosen candidate's by more than ``se`` standard errors of the paired difference
+(the weights were fitted on the entries that score them), else the chosen candidate is.
+``--combine K`` instead averages the K candidates with the least misfit (``1``: the chosen one alone).
 
-A classical baseline is scored on the fit view like every candidate, and what it contributes (as
-the choice or to ``--combine``) is its solve on *all* the data — select, then refit, as the
-baseline run by itself would (seconds for TV). The network candidates return their ``val`` pick
-on the fit view (a refit on all data would cost another run).
+**Select, then refit** (``auto.refit``): choosing by held-out misfit costs the fit those entries,
+so every network candidate that is returned (alone or with weight in the combination) is rerun on
+*all* the data for its pick's number of steps, with the rate reductions its run made at the same
+steps (:class:`dipkit.engine.schedule.Replay`). ``mean`` (default) returns the mean of the pick
+and the refit, ``replace`` the refit alone, ``none`` skips it: the refit sees more data, but it
+is one more trajectory stopped at a step chosen on another one, and its iterate there can be worse
+than the pick (``benchmarks/results/auto-stack.md``). A classical baseline is always returned as
+its solve on all the data (seconds for TV). ``metrics.json`` ``auto.refit`` has the refits' steps,
+times and (with a ground truth) PSNR; ``candidates/<label>/refit.npy`` the refit's image.
 
 Output (an ordinary run directory, so ``dipkit bench`` can have an ``auto`` row): the chosen
 (or combined) reconstruction with the chosen candidate's history and metrics, ``metrics.json``
-with ``auto: {chosen, candidates, rungs, combine, total_steps, wall_time_s}``, ``selection.csv``
+with ``auto: {chosen, candidates, rungs, combine, weights, refit, one_se, total_steps, wall_time_s}``, ``selection.csv``
 and ``selection.md`` (one row per candidate: settings, misfit, pick, steps, stop, time, and
 PSNR/SSIM when a ground truth is known) and ``candidates/<label>/`` (each candidate's run
 directory). An interrupted ``auto`` run starts over (no checkpoints).
@@ -377,13 +387,14 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
         combine_info = {"kind": "mean", "k": len(members), "candidates": [m.label for m in members],
                         "weights": dict(weights), "misfit": float(split.misfit(x_fit).mean()), "used": True}
     k = len(weights)
-    if cfg.auto.refit:  # select, then refit: the returned network candidates rerun on all the data
+    if cfg.auto.refit != "none":  # select, then refit: the returned network candidates rerun on all the data
         for c in ranked:
             if c.label in weights and c.method.uses_network:
                 if out_of_time():
                     c.extra["refit"] = {"skipped": "time limit"}
                     continue
-                _refit(c, problem, device, mask, console, with_deadline, say)
+                _refit(c, problem, device, mask, console, with_deadline, say, mode=cfg.auto.refit,
+                       out=None if out is None else out / CANDIDATES_DIR / c.label)
     by_label = {c.label: c for c in ranked}
     recon = sum(w * by_label[lab].result.reconstruction for lab, w in weights.items())
     if combine_info is not None:
@@ -461,10 +472,14 @@ def _stack(ranked: list, chosen, fit_x: dict, split, se: float) -> tuple[dict, d
     return (stacked if record["used"] else {chosen.label: 1.0}), record
 
 
-def _refit(c: _Candidate, problem, device, mask, console, with_deadline, say) -> None:
+def _refit(c: _Candidate, problem, device, mask, console, with_deadline, say, *, mode: str = "mean",
+           out: Path | None = None) -> None:
     """Rerun network candidate ``c`` on all the data for its pick's number of steps, with its rate
-    reductions at the same steps (:class:`dipkit.engine.schedule.Replay`); its reconstruction becomes
-    the refit's (``c.extra["refit"]``: steps, PSNR/SSIM when known, time)."""
+    reductions at the same steps (:class:`dipkit.engine.schedule.Replay`). ``mode``: what the
+    candidate then returns — ``mean``: the mean of its pick (fitted without the held-out entries) and
+    the refit; ``replace``: the refit. ``c.extra["refit"]``: steps, time, and with a ground truth the
+    PSNR/SSIM of the refit and of the mean. ``out``: the candidate's directory (``refit.npy``)."""
+    from ..io import save_npy
     from .runner import _advance, _build_run
     from .summary import metric_pair
 
@@ -484,9 +499,16 @@ def _refit(c: _Candidate, problem, device, mask, console, with_deadline, say) ->
         c.extra["refit"] = {"failed": " ".join(str(exc).split())}
         say(f"auto: the refit of {c.label} failed ({c.extra['refit']['failed']}); keeping its pick")
         return
-    c.result.reconstruction = run_.state.estimate
-    p, s = metric_pair(run_.state.estimate, problem, mask)
-    c.extra["refit"] = {"iterations": int(run_.state.step), "psnr": p, "ssim": s, "wall_s": float(run_.wall)}
+    pick = c.result.reconstruction
+    refit = run_.state.estimate.reshape(pick.shape).to(pick.dtype)
+    mean = 0.5 * (pick.to(refit.device) + refit)
+    c.result.reconstruction = mean if mode == "mean" else refit
+    p, s = metric_pair(refit, problem, mask)
+    pm, sm = metric_pair(mean, problem, mask)
+    c.extra["refit"] = {"mode": mode, "iterations": int(run_.state.step), "psnr": p, "ssim": s, "mean_psnr": pm,
+                        "mean_ssim": sm, "wall_s": float(run_.wall)}
+    if out is not None:
+        save_npy(out / "refit.npy", refit.detach().cpu().numpy())
 
 
 def _fmt_weights(weights: dict) -> str:
@@ -498,7 +520,7 @@ def _fmt(v) -> str:
 
 
 _COLUMNS = ["rank", "candidate", "method", "settings", "status", "misfit", "pick_iteration", "steps", "stop",
-            "wall_s", "psnr", "ssim", "peak_psnr", "weight", "refit_steps", "refit_psnr", "refit_wall_s"]
+            "wall_s", "psnr", "ssim", "peak_psnr", "weight", "refit_steps", "refit_psnr", "refit_mean_psnr", "refit_wall_s"]
 
 
 def _rows(cands, ranked, chosen, rule=None, weights=None) -> list[dict]:
@@ -528,6 +550,7 @@ def _rows(cands, ranked, chosen, rule=None, weights=None) -> list[dict]:
                      "psnr": r.get("psnr"), "ssim": r.get("ssim"), "peak_psnr": (r.get("peak") or {}).get("psnr"),
                      "weight": (weights or {}).get(c.label), "refit_steps": c.extra.get("refit", {}).get("iterations"),
                      "refit_psnr": c.extra.get("refit", {}).get("psnr"),
+                     "refit_mean_psnr": c.extra.get("refit", {}).get("mean_psnr"),
                      "refit_wall_s": c.extra.get("refit", {}).get("wall_s")})
     return rows
 
@@ -538,10 +561,12 @@ def _markdown(rows: list[dict], chosen: str, combine: dict | None, total_steps: 
         return "—" if v is None else format(v, spec)
 
     lines = ["| rank | candidate | settings | held-out misfit | pick (it) | steps | stop | time s | PSNR | SSIM | "
-             "weight | refit: steps, time s, PSNR | status |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "weight | refit: steps, time s, PSNR (mean with the pick) | status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rf = "—" if r.get("refit_steps") is None else (
-            f"{r['refit_steps']}, {f(r['refit_wall_s'], '.1f')}, {f(r['refit_psnr'], '.2f')}")
+            f"{r['refit_steps']}, {f(r['refit_wall_s'], '.1f')}, {f(r['refit_psnr'], '.2f')} "
+            f"({f(r.get('refit_mean_psnr'), '.2f')})")
         lines.append(f"| {f(r['rank'], 'd')} | {r['candidate']} | {r['settings'] or '—'} | {f(r['misfit'], '.4g')} | "
                      f"{f(r['pick_iteration'], 'd')} | {f(r['steps'], 'd')} | {r['stop'] or '—'} | "
                      f"{f(r['wall_s'], '.1f')} | {f(r['psnr'], '.2f')} | {f(r['ssim'], '.3f')} | "
@@ -565,9 +590,13 @@ def _markdown(rows: list[dict], chosen: str, combine: dict | None, total_steps: 
                      f", held-out misfit {combine['misfit']:.4g}, z = {combine['z']:.2f} against {combine['versus']} "
                      + (f"(needed: below −{combine['se']:g}): **returned**{psnr}." if combine["used"] else
                         f"(needed: below −{combine['se']:g}): not used, {combine['versus']} returned."))
-    if refit:
-        lines.append("Refit on all the data (the returned network candidates, for their pick's steps): "
+    done = {lab: r for lab, r in (refit or {}).items() if "iterations" in r}
+    if done:
+        mode = next(iter(done.values()))["mode"]
+        lines.append("Refit on all the data (the returned network candidates, for their pick's steps; returned: "
+                     + ("the mean of pick and refit" if mode == "mean" else "the refit") + "): "
                      + ", ".join(f"{lab} {r['iterations']} steps, {r['wall_s']:.0f} s"
-                                 + ("" if r.get("psnr") is None else f", {r['psnr']:.2f} dB") for lab, r in refit.items()
-                                 if "iterations" in r) + ".")
+                                 + ("" if r.get("psnr") is None else
+                                    f", refit {r['psnr']:.2f} dB, mean {r['mean_psnr']:.2f} dB")
+                                 for lab, r in done.items()) + ".")
     return "\n".join(lines) + "\n"

@@ -117,8 +117,7 @@ class AutoSelection:
         a.combine = self.parse_combine(a.combine)
         if int(a.min_steps) < 1 or int(a.eta) < 2 or not float(a.se) >= 0:
             raise DipkitError("auto needs min_steps ≥ 1, eta ≥ 2 and se ≥ 0")
-        if not isinstance(a.refit, bool):
-            raise DipkitError(f"auto.refit must be true or false, not {a.refit!r}")
+        a.refit = self.parse_refit(a.refit)
         if cfg.params:
             raise DipkitError(f"--method auto takes no method parameters ({', '.join(cfg.params)}); "
                               "name candidates with auto.candidates=…")
@@ -148,6 +147,15 @@ class AutoSelection:
         return k
 
     @staticmethod
+    def parse_refit(value) -> str:
+        """``auto.refit``: ``mean`` (or true), ``replace``, ``none`` (or false)."""
+        v = {True: "mean", False: "none"}.get(value, value) if isinstance(value, bool) else str(value).strip().lower()
+        v = {"true": "mean", "yes": "mean", "false": "none", "no": "none", "off": "none"}.get(v, v)
+        if v not in ("mean", "replace", "none"):
+            raise DipkitError(f"auto.refit must be mean, replace or none, not {value!r}")
+        return v
+
+    @staticmethod
     def check(cfg: RunConfig, labels: list[str]) -> None:
         for label in labels:
             if label == "auto":
@@ -160,5 +168,5 @@ class AutoSelection:
     def config(self) -> dict:
         a = self.cfg.auto
         return {"candidates": self.labels, "min_steps": int(a.min_steps), "eta": int(a.eta), "combine": a.combine,
-                "refit": bool(a.refit),
+                "refit": a.refit,
                 "se": float(a.se)}
