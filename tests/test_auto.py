@@ -337,3 +337,21 @@ def test_auto_refits_the_chosen_network_on_all_data_for_its_pick(ct_problem, tmp
     np.testing.assert_allclose(res.reconstruction.numpy().reshape(-1), (pick.reshape(-1) + refit_x.reshape(-1)) / 2,
                                rtol=1e-5, atol=1e-6)
     assert "Refit on all the data" in (tmp_path / "run" / "selection.md").read_text()
+
+
+def test_auto_refit_rechooses_what_the_run_chose_on_the_fit_view(ct_problem, tmp_path):
+    """dip-tv's alpha="auto" is chosen on the data the run fits: the refit on all the data chooses it
+    again on all the data, exactly as the candidate run alone with validation.refit does (the run's
+    result records the fit view's weight as a number; the refit must not inherit it)."""
+    from dipkit.run import reconstruct
+
+    cfg = RunConfig(method="auto", device="cpu", log_every=5, max_iterations=40)
+    cfg.net.options.update(TINY_NET)
+    cfg.set("auto.candidates", "dip-tv")
+    cfg.set("auto.refit", "replace")
+    res = reconstruct(ct_problem, cfg, tmp_path / "auto", quiet=True)
+    alone = candidate_config(cfg, "dip-tv")
+    alone.validation.refit = True
+    ref = reconstruct(ct_problem, alone, quiet=True)
+    assert res["auto"]["refit"]["dip-tv"]["iterations"] == ref["validation"]["refit"]["iterations"]
+    np.testing.assert_array_equal(res.reconstruction.numpy().reshape(-1), ref.reconstruction.numpy().reshape(-1))

@@ -26,8 +26,10 @@ def _methods(args) -> int:
             ref += f" [{alg}]"
         print(f"{'':<{width}}  ref: {ref}")
     print(f"{'auto':<{width}}  the method chosen without a ground truth: a portfolio per task ranked by held-out "
-          "misfit, by successive halving (--combine K averages the K best)")
-    print(f"{'':<{width}}  ref: Jamieson & Talwalkar, AISTATS 2016 (successive halving); dipkit.run.auto")
+          "misfit, by successive halving; returns the stack of least held-out misfit when it is clearly "
+          "better, refit on all data (--combine K averages the K best)")
+    print(f"{'':<{width}}  ref: Jamieson & Talwalkar, AISTATS 2016 (successive halving); Breiman, Machine "
+          "Learning 1996 (stacking); dipkit.run.auto")
     return 0
 
 

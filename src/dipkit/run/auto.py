@@ -284,6 +284,9 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
         try:
             c.method = c.cfg.validate()
             c.resolved = resolve_config(c.cfg, c.method, problem)
+            # as resolved before the run: a refit re-chooses what the run chose on the fit view (e.g.
+            # dip-tv's alpha="auto", which the run's result records as a number) on all the data
+            c.extra["resolved"] = copy.deepcopy(c.resolved)
             rules = parse_rules(c.resolved.early_stop.rule)
             c.run = _build_run(c.method, problem, c.resolved, device, split=split, rules=rules, mask=mask,
                                quiet=True, console=console)
@@ -486,7 +489,7 @@ def _refit(c: _Candidate, problem, device, mask, console, with_deadline, say, *,
     k = (c.result.get("validation") or {}).get("iteration")
     if not k:
         return
-    again = copy.deepcopy(c.resolved)
+    again = copy.deepcopy(c.extra.get("resolved", c.resolved))
     again.iterations = int(k)
     method = again.validate()
     say(f"auto: refitting {c.label} on all the data for {k} steps")
