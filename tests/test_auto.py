@@ -337,6 +337,10 @@ def test_auto_refits_the_chosen_network_on_all_data_for_its_pick(ct_problem, tmp
     np.testing.assert_allclose(res.reconstruction.numpy().reshape(-1), (pick.reshape(-1) + refit_x.reshape(-1)) / 2,
                                rtol=1e-5, atol=1e-6)
     assert "Refit on all the data" in (tmp_path / "run" / "selection.md").read_text()
+    from dipkit.run.rundir import prepare_run_dir
+
+    prepare_run_dir(tmp_path / "run", overwrite=True)  # --overwrite knows the refit's file
+    assert not any((tmp_path / "run").iterdir())
 
 
 def test_auto_refit_rechooses_what_the_run_chose_on_the_fit_view(ct_problem, tmp_path):

@@ -68,7 +68,7 @@ import torch
 from ..errors import DipkitError
 from .config import RunConfig
 from .portfolio import CANDIDATES, PORTFOLIOS, AutoSelection, candidate_config, portfolio
-from .rundir import CANDIDATES as CANDIDATES_DIR, SELECTION_CSV, SELECTION_MD  # file names
+from .rundir import CANDIDATES as CANDIDATES_DIR, REFIT, SELECTION_CSV, SELECTION_MD  # file names
 
 __all__ = ["PORTFOLIOS", "CANDIDATES", "portfolio", "candidate_config", "AutoSelection", "successive_halving",
            "one_se_choice", "reconstruct_auto", "SELECTION_CSV", "SELECTION_MD", "CANDIDATES_DIR"]
@@ -511,7 +511,7 @@ def _refit(c: _Candidate, problem, device, mask, console, with_deadline, say, *,
     c.extra["refit"] = {"mode": mode, "iterations": int(run_.state.step), "psnr": p, "ssim": s, "mean_psnr": pm,
                         "mean_ssim": sm, "wall_s": float(run_.wall)}
     if out is not None:
-        save_npy(out / "refit.npy", refit.detach().cpu().numpy())
+        save_npy(out / REFIT, refit.detach().cpu().numpy())
 
 
 def _fmt_weights(weights: dict) -> str:

@@ -99,13 +99,14 @@ PHASE = "reconstruction_phase.npy"
 CHECKPOINT = "checkpoint.pt"
 SELECTION_CSV = "selection.csv"
 SELECTION_MD = "selection.md"
+REFIT = "refit.npy"  # an auto candidate's refit on all data (dipkit.run.auto)
 #: ``--method auto``: one run directory per candidate below this folder
 CANDIDATES = "candidates"
 #: every file a run writes (what --overwrite removes)
 RUN_FILES = (RECONSTRUCTION, RECONSTRUCTION_PNG, RECONSTRUCTION_TIFF, RECONSTRUCTION_HU, RECONSTRUCTION_DICOM,
              MAGNITUDE, MAGNITUDE_PNG, PHASE, ESTIMATES, CONFIG, HISTORY, PSNR_CURVE, UNCERTAINTY, UNCERTAINTY_PNG,
              CALIBRATION, MEMBERS, METRICS, CHECKPOINT, ERROR, SELECTION_CSV, SELECTION_MD, PROGRESS, OVERVIEW,
-             DIRECT, SHOW_HTML)
+             DIRECT, SHOW_HTML, REFIT)
 
 
 class RunResult(dict):
