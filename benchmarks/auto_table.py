@@ -10,7 +10,8 @@ Reads `dipkit reconstruct P --method auto --out DIR` run directories (and, optio
   (`auto.refit=mean`), and the refit alone (`replace`);
 * **stack** — the convex combination of all candidates with the least held-out misfit, with each
   network member as its pick (`auto.refit=none`), as the mean of pick and refit (the default), and
-  as its refit alone (`replace`) — computed from the saved images (`reconstruction.npy`,
+  as its refit alone (`replace`), and with only the chosen candidate as the mean of pick and refit
+  (the others as their picks) — computed from the saved images (`reconstruction.npy`,
   `refit.npy`), whether or not the guard let `auto` return it;
 * **returned** — what `auto` returned (its `psnr`), and whether the stack passed its guard;
 * the stacking weights, network steps, `auto`'s wall time and its ratio to one `dip` run.
@@ -65,6 +66,9 @@ def case_row(auto_dir: Path, dip_dir: Path | None) -> dict:
     for mode in ("pick", "mean", "replace"):
         if weights and (mode == "pick" or not missing):
             stack[mode] = _psnr(sum(w * image(lab, mode) for lab, w in weights.items()), None, problem)
+    if weights and (cdir / chosen / "refit.npy").is_file():  # only the chosen candidate refit (mean)
+        stack["chosen"] = _psnr(sum(w * image(lab, "mean" if lab == chosen else "pick")
+                                    for lab, w in weights.items()), None, problem)
     out = {"case": Path(m["problem_file"]).stem, "tv": (rows.get("tv") or {}).get("psnr"), "chosen": chosen,
            "choice": rows[chosen]["psnr"], "refit_mean": (refit.get(chosen) or {}).get("mean_psnr"),
            "refit_replace": (refit.get(chosen) or {}).get("psnr"), "stack": stack, "stack_used": comb.get("used"),
@@ -81,7 +85,7 @@ def _f(v, spec=".2f") -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| case | TV | choice (pick) | choice + refit: mean / refit | stack: picks / mean / refits | "
+    lines = ["| case | TV | choice (pick) | choice + refit: mean / refit | stack: picks / mean / refits / chosen's mean | "
              "returned | Δ vs TV | stack weights (z; used) | network steps | wall s | dip: PSNR, wall s | auto / dip |",
              "|---|---:|---|---|---|---:|---:|---|---:|---:|---|---:|"]
     for r in rows:
@@ -91,7 +95,8 @@ def table(rows: list[dict]) -> str:
         ratio = "—" if "dip_wall" not in r else f"{r['wall'] / r['dip_wall']:.2f}×"
         lines.append(
             f"| {r['case']} | {_f(r['tv'])} | {r['chosen']} {_f(r['choice'])} | {_f(r['refit_mean'])} / "
-            f"{_f(r['refit_replace'])} | {_f(st.get('pick'))} / {_f(st.get('mean'))} / {_f(st.get('replace'))} | "
+            f"{_f(r['refit_replace'])} | {_f(st.get('pick'))} / {_f(st.get('mean'))} / {_f(st.get('replace'))} / "
+            f"{_f(st.get('chosen'))} | "
             f"**{_f(r['returned'])}** | {_f(None if r['tv'] is None else r['returned'] - r['tv'], '+.2f')} | "
             f"{w} (z {_f(r['stack_z'], '.2f')}; {'yes' if r['stack_used'] else 'no'}) | {r['steps']} | "
             f"{r['wall']:.0f} | {dip} | {ratio} |")

@@ -82,7 +82,7 @@ def test_portfolios_per_task(ct_problem):
 
 @pytest.fixture(scope="module")
 def auto_run(tmp_path_factory):
-    """One tiny auto run with combine=2 and no refit (shared by the tests below)."""
+    """One tiny auto run with combine=2 (shared by the tests below)."""
     from dipkit.run import reconstruct
     from dipkit.tasks import get_task
 
@@ -94,7 +94,6 @@ def auto_run(tmp_path_factory):
     cfg.set("auto.candidates", "tv,dip,dip-tv")
     cfg.set("auto.min_steps", 10)
     cfg.set("auto.combine", 2)
-    cfg.set("auto.refit", False)
     cfg.set("auto.se", 0)  # the least misfit wins (the one-SE rule has tests of its own below)
     out = tmp_path_factory.mktemp("auto") / "run"
     res = reconstruct(problem, cfg, out, quiet=True)
@@ -114,6 +113,7 @@ def test_auto_chooses_the_least_misfit_and_combine_averages(auto_run):
     recons = [np.load(out / "candidates" / c / "reconstruction.npy") for c in two]
     np.testing.assert_allclose(np.load(out / "reconstruction.npy"), (recons[0] + recons[1]) / 2, rtol=1e-6, atol=1e-6)
     assert res["auto"]["combine"]["candidates"] == two
+    assert res["auto"]["refit"] == {}  # a combination's members are returned as their picks (no refit)
     m = json.loads((out / "metrics.json").read_text())
     assert m["method"] == "auto" and m["auto"]["chosen"] == best and m["auto"]["total_steps"] > 0
     assert (out / "selection.md").read_text().count("\n|") >= 4
@@ -297,7 +297,6 @@ def test_auto_stack_returns_the_weighted_candidates_with_a_misfit_no_worse_than_
     cfg.net.options.update(TINY_NET)
     cfg.set("auto.candidates", "tv,dip,dip-tv")
     cfg.set("auto.min_steps", 10)
-    cfg.set("auto.refit", False)
     cfg.set("auto.se", 0)
     res = reconstruct(ct_problem, cfg, tmp_path / "run", quiet=True)
     rec = res["auto"]["combine"]
@@ -306,6 +305,9 @@ def test_auto_stack_returns_the_weighted_candidates_with_a_misfit_no_worse_than_
     assert rec["misfit"] <= min(misfits.values()) * (1 + 1e-3)
     weights = res["auto"]["weights"]
     assert weights == (rec["weights"] if rec["used"] else {res["auto"]["chosen"]: 1.0})
+    if not rec["used"]:  # the chosen candidate alone (refit when it is a network: tested below)
+        return
+    assert res["auto"]["refit"] == {}  # a stack's members are returned as their picks
     expected = sum(w * np.load(tmp_path / "run" / "candidates" / c / "reconstruction.npy") for c, w in weights.items())
     np.testing.assert_allclose(np.load(tmp_path / "run" / "reconstruction.npy"), expected, rtol=1e-5, atol=1e-6)
     assert "Stacking" in (tmp_path / "run" / "selection.md").read_text()

@@ -139,7 +139,7 @@ class AutoConfig:
     min_steps: int = 500  # first rung's steps per network candidate
     eta: int = 2  # keep the better 1/eta after each rung; the budget grows eta-fold
     combine: Any = "stack"  # stack: convex weights of least held-out misfit (if it beats the choice by se SEs); K: mean of the K best
-    refit: Any = "mean"  # the returned network candidates rerun on all the data for their pick's steps: mean (of pick and refit) | replace | none
+    refit: Any = "mean"  # a network candidate returned alone reruns on all the data for its pick's steps: mean (of pick and refit) | replace | none
     se: float = 1.0  # one-standard-error rule: a network candidate must beat the baseline by > se paired SEs
 
 
