@@ -42,7 +42,7 @@ and the refit, ``replace`` the refit alone, ``none`` skips it: the refit sees mo
 is one more trajectory stopped at a step chosen on another one, and its iterate there can be worse
 than the pick (``benchmarks/results/auto-stack.md``). A stack's (or ``--combine K``'s) members are
 returned as their picks: the combination already averages, and refitting each member costs a run
-each (on the three stacks measured: −0.16 … +0.03 dB). A classical baseline is always returned as
+each (on the four stacks measured: −0.16 … +0.03 dB). A classical baseline is always returned as
 its solve on all the data (seconds for TV). ``metrics.json`` ``auto.refit`` has the refits' steps,
 times and (with a ground truth) PSNR; ``candidates/<label>/refit.npy`` the refit's image.
 
@@ -393,7 +393,7 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
     k = len(weights)
     # select, then refit: a network candidate returned alone reruns on all the data (a stack's members
     # are returned as their picks: the stack already averages, and a refit each cost a run each for
-    # −0.16…+0.03 dB on the three stacks of benchmarks/results/auto-stack.md)
+    # −0.16…+0.03 dB on the four stacks of benchmarks/results/auto-stack.md)
     if cfg.auto.refit != "none" and len(weights) == 1:
         for c in ranked:
             if c.label in weights and c.method.uses_network:
