@@ -76,7 +76,7 @@ def add_arguments(r) -> None:
                         "validation.fraction/seed/refit/split (entries, views: CT, lines: MRI)/score (raw, ramp), "
                         "max_iterations, time_limit, schedule.kind/window/factor/floor/warmup (constant, plateau, cosine), "
                         "init.kind/steps/lr (random; tv: the network first fitted to the TV image), "
-                        "auto.candidates/min_steps/eta/combine/se, healing.enabled/max_rollbacks/jump_factor/window, "
+                        "auto.candidates/min_steps/eta/combine/refit/se, healing.enabled/max_rollbacks/jump_factor/window, "
                         "data.subset (stochastic DIP: share of CT views / MRI lines / image rows per step), "
                         "log_every, precision (auto: bf16 where the hardware does it natively, else fp32; fp32; bf16), "
                         "ensemble_mode (auto: stacked where valid, else loop; stacked; loop), ensemble_memory_gb "
