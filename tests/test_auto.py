@@ -361,3 +361,18 @@ def test_auto_refit_rechooses_what_the_run_chose_on_the_fit_view(ct_problem, tmp
     ref = reconstruct(ct_problem, alone, quiet=True)
     assert res["auto"]["refit"]["dip-tv"]["iterations"] == ref["validation"]["refit"]["iterations"]
     np.testing.assert_array_equal(res.reconstruction.numpy().reshape(-1), ref.reconstruction.numpy().reshape(-1))
+
+
+def test_stacking_leaves_out_a_diverged_candidate(ct_problem):
+    import torch
+
+    from dipkit.physics.split import ValidationSplit
+    from dipkit.run.auto import _stack
+
+    split = ValidationSplit(ct_problem.physics, ct_problem.y, fraction=0.2)
+    x = ct_problem.x_true
+    low, high, bad = _Cand("tv", x * 0.7, network=False), _Cand("dip", x * 1.3, network=True), \
+        _Cand("dip-dd", torch.full_like(x, float("nan")), network=True)
+    weights, rec = _stack([high, low, bad], high, {"tv": x * 0.7, "dip": x * 1.3, "dip-dd": bad.result.reconstruction},
+                          split, 1.0)
+    assert rec["used"] and set(weights) == {"dip", "tv"}

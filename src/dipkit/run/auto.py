@@ -461,6 +461,7 @@ def _stack(ranked: list, chosen, fit_x: dict, split, se: float) -> tuple[dict, d
     the chosen candidate's by more than ``se`` standard errors of the paired difference (the same
     guard as :func:`one_se_choice`: the weights are fitted on the entries that score them).
     Returns ``(weights by label, record)``."""
+    ranked = [c for c in ranked if c is chosen or bool(torch.isfinite(fit_x[c.label]).all())]  # no diverged image
     with torch.no_grad():
         R = torch.cat([split.residual(fit_x[c.label]) for c in ranked])
         w = stack_weights(R)
