@@ -9,6 +9,7 @@ module             what it holds
 ``resolve``        the defaults that depend on the problem or the network; the validation split
 ``runner``         one method's run on the engine: State, callbacks, resume, refit, the result
 ``auto``           ``--method auto``: a portfolio of candidates ranked by held-out misfit
+``combine``        what ``auto`` returns beyond one pick: stacking weights, the refit on all data
 ``batched``        the seeds of one method as one batched engine run (``dipkit bench``)
 ``summary``        a finished run's summary records (selections, ensemble, uncertainty)
 ``rundir``         the run directory: file names, writing, reading back, completeness
