@@ -117,6 +117,12 @@ def test_auto_chooses_the_least_misfit_and_combine_averages(auto_run):
     m = json.loads((out / "metrics.json").read_text())
     assert m["method"] == "auto" and m["auto"]["chosen"] == best and m["auto"]["total_steps"] > 0
     assert (out / "selection.md").read_text().count("\n|") >= 4
+    # the wall time by stage adds up to the run's (the stages follow each other; nothing runs between them)
+    t = m["auto"]["time_s"]
+    assert list(t) == ["start", "baselines", "networks", "results", "combine", "refit"]
+    assert all(v >= 0 for v in t.values())
+    assert sum(t.values()) == pytest.approx(m["auto"]["wall_time_s"], rel=0.05, abs=0.05)
+    assert "Time by stage: start" in (out / "selection.md").read_text()
 
 
 def test_auto_network_candidates_share_one_split_and_the_halving_is_recorded(auto_run):

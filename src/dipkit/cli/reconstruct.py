@@ -16,7 +16,7 @@ __all__ = ["RECONSTRUCT", "build_config"]
 
 #: options that set up a run; --resume takes the run's own
 _RUN_OPTIONS = ("method", "iterations", "max_iterations", "time_limit", "seed", "device", "early_stop", "ensemble",
-                "combine", "config")
+                "combine", "data_consistency", "config")
 
 
 def checkpoint_every(text: str):
@@ -65,6 +65,10 @@ def add_arguments(r) -> None:
                    help="with --method auto: 'stack' (default) returns the convex combination of the candidates "
                         "with the least held-out misfit when it beats the chosen one by auto.se standard errors; "
                         "K averages the K candidates with the least misfit; 1 returns the chosen one alone")
+    r.add_argument("--data-consistency", choices=("auto", "on", "off"),
+                   help="project the returned image onto {x : A x = y} (CGLS): auto (default) when the "
+                        "measurement is known to be noiseless (noise σ = 0, e.g. simulated inpainting), on: "
+                        "always, off: never; the iterates and their selection are unchanged")
     r.add_argument("--ensemble", type=positive_int, metavar="N",
                    help="N independently seeded reconstructions (seeds SEED…SEED+N−1) as one batched run: "
                         "writes their mean and the per-pixel std (uncertainty.npy/png); the members run "
@@ -104,7 +108,8 @@ def build_config(args):
     cfg = RunConfig()
     if args.config:
         cfg.update_from_file(args.config)
-    for key in ("method", "iterations", "max_iterations", "time_limit", "seed", "device", "ensemble"):
+    for key in ("method", "iterations", "max_iterations", "time_limit", "seed", "device", "ensemble",
+                "data_consistency"):
         v = getattr(args, key)
         if v is not None:
             cfg.set(key, v)

@@ -48,7 +48,10 @@ times and (with a ground truth) PSNR; ``candidates/<label>/refit.npy`` the refit
 
 Output (an ordinary run directory, so ``dipkit bench`` can have an ``auto`` row): the chosen
 (or combined) reconstruction with the chosen candidate's history and metrics, ``metrics.json``
-with ``auto: {chosen, candidates, rungs, combine, weights, refit, one_se, total_steps, wall_time_s}``, ``selection.csv``
+with ``auto: {chosen, candidates, rungs, combine, weights, refit, one_se, total_steps, wall_time_s, time_s}``
+(``time_s``: wall seconds per stage — ``start`` (split, candidates built), ``baselines``, ``networks``
+(the rungs), ``results`` (each candidate's result and run directory, the baseline's solve on all
+data), ``combine``, ``refit``), ``selection.csv``
 and ``selection.md`` (one row per candidate: settings, misfit, pick, steps, stop, time, and
 PSNR/SSIM when a ground truth is known) and ``candidates/<label>/`` (each candidate's run
 directory). An interrupted ``auto`` run starts over (no checkpoints).
@@ -197,6 +200,7 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
     from ..stopping import parse_rules
     from ..stopping.limits import TimeLimit
     from .summary import metric_pair
+    from .consistency import data_consistency
 
     sel = cfg.validate()
     if not isinstance(sel, AutoSelection):
@@ -216,6 +220,13 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
     if cfg.fov_mask:
         _, h, w = problem.img_shape
         mask = fov_mask(h, w, device=device, dtype=problem.y.dtype)
+
+    times, t_mark = {}, [t_start]
+
+    def lap(stage: str) -> None:  # wall time per stage of the run (metrics.json auto.time_s)
+        now = time.perf_counter()
+        times[stage] = times.get(stage, 0.0) + now - t_mark[0]
+        t_mark[0] = now
 
     def out_of_time() -> bool:
         return deadline is not None and time.perf_counter() >= deadline
@@ -257,6 +268,7 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
 
         return step_budget(c.resolved, c.method)[0]
 
+    lap("start")
     ok = [c for c in cands if c.error is None]
     baselines = [c for c in ok if not c.method.uses_network]
     networks = [c for c in ok if c.method.uses_network]
@@ -268,6 +280,7 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
             c.status = "ran to the end; refit on all data"
     if baselines:
         say("auto: " + ", ".join(f"{c.label} misfit {_fmt(c.misfit())}" for c in baselines if c.error is None))
+    lap("baselines")
     rungs = successive_halving(
         networks, advance=advance, score=lambda c: c.misfit() if c.error is None else None,
         finished=lambda c: c.finished(), min_steps=int(cfg.auto.min_steps), eta=int(cfg.auto.eta),
@@ -284,6 +297,7 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
             c.status = "stopped by its rule" if c.run.state.stop and c.run.state.stop_kind == "patience" else \
                 "ran to the end"
 
+    lap("networks")
     alive = [c for c in cands if c.error is None and c.misfit() is not None]
     if not alive:
         raise DipkitError("auto: every candidate failed (" + "; ".join(f"{c.label}: {c.error}" for c in cands) + ")")
@@ -296,7 +310,7 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
             cdir = None if out is None else out / CANDIDATES_DIR / c.label
             c.result = _finish(c.run, method=c.method, problem=problem, cfg=c.cfg, resolved=c.resolved, split=split,
                                mask=mask, device=device, request=c.cfg.to_dict(), resumed_at=[], out=cdir,
-                               dicom=False, net=None, do_refit=None, naive=naive)
+                               dicom=False, net=None, do_refit=None, naive=naive, project=False)
         elif c.error is None:
             # a baseline was scored on the fit view like every candidate; what it returns is its solve on
             # all the data (seconds), as the baseline run by itself would — select, then refit
@@ -304,7 +318,7 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
 
             fit_result = _finish(c.run, method=c.method, problem=problem, cfg=c.cfg, resolved=c.resolved,
                                  split=split, mask=mask, device=device, request=c.cfg.to_dict(), resumed_at=[],
-                                 out=None, dicom=False, net=None, do_refit=None)
+                                 out=None, dicom=False, net=None, do_refit=None, project=False)
             full = copy.deepcopy(c.cfg)
             full.early_stop.rule = None
             c.result = run_method(problem, full, None if out is None else out / CANDIDATES_DIR / c.label,
@@ -317,6 +331,7 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
                 from .rundir import METRICS
 
                 save_json(out / CANDIDATES_DIR / c.label / METRICS, dict(c.result))
+    lap("results")
     ranked = sorted(alive, key=lambda c: _key(c.misfit()))
     chosen, rule = one_se_choice(ranked, split, float(cfg.auto.se))
     if rule is not None and chosen is not ranked[0]:
@@ -339,6 +354,7 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
         combine_info = {"kind": "mean", "k": len(members), "candidates": [m.label for m in members],
                         "weights": dict(weights), "misfit": float(split.misfit(x_fit).mean()), "used": True}
     k = len(weights)
+    lap("combine")
     # select, then refit: a network candidate returned alone reruns on all the data (a stack's members
     # are returned as their picks: the stack already averages, and a refit each cost a run each for
     # −0.16…+0.03 dB on the four stacks of benchmarks/results/auto-stack.md)
@@ -350,11 +366,15 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
                     continue
                 _refit(c, problem, device, mask, console, with_deadline, say, mode=cfg.auto.refit,
                        out=None if out is None else out / CANDIDATES_DIR / c.label)
+    lap("refit")
     by_label = {c.label: c for c in ranked}
     recon = sum(w * by_label[lab].result.reconstruction for lab, w in weights.items())
     if combine_info is not None:
         p, s = metric_pair(recon, problem, mask)
         combine_info.update(psnr=p, ssim=s)
+    # noiseless data: what is returned is projected onto {x : A x = y} (the candidates, their misfits
+    # and the weights are those of the images as fitted; dipkit.run.consistency)
+    recon, dc_info = data_consistency(problem, recon, cfg.data_consistency, mask)
     wall = time.perf_counter() - t_start
     rows = _rows(cands, ranked, chosen, rule, weights)
     refits = {c.label: c.extra["refit"] for c in ranked if "refit" in c.extra}
@@ -371,8 +391,12 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
                      "rungs": [{"budget": r["budget"], "scores": {c.label: v for c, v in r["scores"]},
                                 "kept": [c.label for c in r["kept"]], "dropped": [c.label for c in r["dropped"]]}
                                for r in rungs],
-                     "combine": combine_info, "weights": weights, "refit": refits, "one_se": rule, "total_steps": total_steps, "wall_time_s": wall,
+                     "combine": combine_info, "weights": weights, "refit": refits, "one_se": rule,
+                     "total_steps": total_steps, "wall_time_s": wall, "time_s": times,
                      "split": split.describe()})
+    res.pop("data_consistency", None)
+    if dc_info is not None:
+        res["data_consistency"] = dc_info
     res.reconstruction = recon
     res.uncertainty = None
     res.members = None
@@ -392,7 +416,8 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
         from ..io import csv_text, save_text
 
         save_text(out / SELECTION_CSV, csv_text(rows, _COLUMNS))
-        save_text(out / SELECTION_MD, _markdown(rows, chosen.label, combine_info, total_steps, wall, rule, refits))
+        save_text(out / SELECTION_MD, _markdown(rows, chosen.label, combine_info, total_steps, wall, rule, refits,
+                                                     times))
         write_run_dir(out, res, dicom=dicom)
     return res
 
@@ -438,7 +463,7 @@ def _rows(cands, ranked, chosen, rule=None, weights=None) -> list[dict]:
 
 
 def _markdown(rows: list[dict], chosen: str, combine: dict | None, total_steps: int, wall: float,
-              rule: dict | None = None, refit: dict | None = None) -> str:
+              rule: dict | None = None, refit: dict | None = None, times: dict | None = None) -> str:
     def f(v, spec):
         return "—" if v is None else format(v, spec)
 
@@ -481,4 +506,6 @@ def _markdown(rows: list[dict], chosen: str, combine: dict | None, total_steps: 
                                  + ("" if r.get("psnr") is None else
                                     f", refit {r['psnr']:.2f} dB, mean {r['mean_psnr']:.2f} dB")
                                  for lab, r in done.items()) + ".")
+    if times:
+        lines.append("Time by stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()) + ".")
     return "\n".join(lines) + "\n"

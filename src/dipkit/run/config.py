@@ -10,7 +10,9 @@ Override keys (``--set key=value``, values parsed as YAML scalars):
   ``precision``, ``log_every``, ``fov_mask``, ``ensemble``, ``ensemble_mode`` (``auto``/``stacked``/
   ``loop``: how an ensemble's members run, :mod:`dipkit.run.ensembles`), ``ensemble_memory_gb``
   (the memory an ensemble may use; default half of what is available), ``memory_format``
-  (``contiguous``, default, or ``channels_last``: the network's tensor layout, :mod:`dipkit.nets.layout`);
+  (``contiguous``, default, or ``channels_last``: the network's tensor layout, :mod:`dipkit.nets.layout`),
+  ``data_consistency`` (``auto``/``on``/``off``: project the returned image onto ``{x : A x = y}``
+  when the measurement is noiseless, :mod:`dipkit.run.consistency`);
 * ``net.name`` and ``net.<option>`` (network options, see ``dipkit nets``); ``net.weights=PATH`` starts
   the network from a weights file (``dipkit pretrain``) instead of its random initialisation;
 * ``input.kind``, ``input.channels``, ``input.std``, ``input.perturb``;
@@ -173,6 +175,8 @@ class RunConfig:
     # the network's layout: channels_last makes a training step 0.88x on this CPU but whole runs
     # measured 0.89-1.18x (noise-level; benchmarks/results/small-maps.md), so it is opt-in
     memory_format: str = "contiguous"
+    # the returned image projected onto {x : A x = y}: auto (when the noise std is known to be 0) | on | off
+    data_consistency: str = "auto"
     params: dict = field(default_factory=dict)
     net: NetConfig = field(default_factory=NetConfig)
     input: InputConfig = field(default_factory=InputConfig)
@@ -286,7 +290,7 @@ class RunConfig:
 
         Checked: the method and its parameters (names and values, by building it — cheap: heavy
         resources such as a learned denoiser load when the run starts), ``iterations``,
-        ``log_every``, ``device``, ``precision``, ``fov_mask``, the network preset and its option
+        ``log_every``, ``device``, ``precision``, ``fov_mask``, ``data_consistency``, the network preset and its option
         names, the input kind, channels and noise levels, and the early-stopping rule (``none``
         included) with its options, ``data.subset`` (in (0, 1]; < 1 only for methods whose gradient steps fit the data term). Any
         problem raises :class:`DipkitError` with one line; one that a configuration file read by
@@ -320,6 +324,10 @@ class RunConfig:
         from ..nets import check_options
         from ..stopping import parse_rules
 
+        if isinstance(self.data_consistency, bool):  # YAML reads on/off as booleans
+            self.data_consistency = "on" if self.data_consistency else "off"
+        if self.data_consistency not in ("auto", "on", "off"):
+            raise DipkitError(f"data_consistency must be auto, on or off, got {self.data_consistency!r}")
         if self.method == "auto":
             from .portfolio import AutoSelection
 

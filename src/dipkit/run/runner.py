@@ -345,13 +345,15 @@ def direct_reconstruction(problem) -> torch.Tensor | None:
 
 
 def _finish(main: _Run, *, method, problem, cfg: RunConfig, resolved: RunConfig, split, mask, device, request,
-            resumed_at, out, dicom, net, do_refit, naive=None, plan=None) -> RunResult:
+            resumed_at, out, dicom, net, do_refit, naive=None, plan=None, project: bool = True) -> RunResult:
     """The result of a finished run (``main``): selections, metrics, estimates; writes ``out`` when
     given. ``do_refit(val_cb) -> _Run``: the refit of ``validation.refit`` (None: no refit).
     ``naive``: the problem's direct reconstruction when the caller has it (computed here when ``out``
     is given and it is None). ``plan``: an ensemble's plan (:mod:`dipkit.run.ensembles`), recorded
-    in ``ensemble``."""
+    in ``ensemble``. ``project``: apply ``data_consistency`` to the reconstruction
+    (:mod:`dipkit.run.consistency`; ``auto`` leaves its candidates as they are and projects what it returns)."""
     from .. import __version__
+    from .consistency import data_consistency
 
     direct = getattr(method, "direct", False)
     state, recorder = main.state, main.recorder
@@ -403,6 +405,9 @@ def _finish(main: _Run, *, method, problem, cfg: RunConfig, resolved: RunConfig,
         estimates = {k: v.mean(0, keepdim=True) for k, v in estimates.items()}
     if "posterior_var" in state.aux:  # SGLD: the posterior's pixel-wise std
         uncertainty = posterior_std(state.aux["posterior_var"], final)
+    dc_info = None
+    if project:
+        recon, dc_info = data_consistency(problem, recon, resolved.data_consistency, mask)
     fp, fs = metric_pair(estimates["final"], problem, mask)
     rp, rs = metric_pair(recon, problem, mask)
     iters = None if direct else state.step
@@ -437,6 +442,8 @@ def _finish(main: _Run, *, method, problem, cfg: RunConfig, resolved: RunConfig,
         resumed_at=resumed_at,
         checkpoint=ck.describe() if ck is not None else {"every": None, "written": 0},
     )
+    if dc_info is not None:
+        result["data_consistency"] = dc_info
     if resolved.init.kind != "random":
         result["init"] = state.meta.get("init") or {"kind": resolved.init.kind, "resumed": True}
     if net is not None:
