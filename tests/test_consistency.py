@@ -129,3 +129,17 @@ def test_data_consistency_off_and_on_read_as_yaml_booleans_are_accepted():
             cfg.set("data_consistency", text)
             cfg.validate()
             assert cfg.data_consistency == mode
+
+
+def test_cli_data_consistency_flag_and_summary(tmp_path, capsys):
+    from dipkit.cli import main
+
+    f = tmp_path / "inp.npz"
+    _problem("inpaint", missing=0.5).save(f)
+    assert main(["reconstruct", str(f), "--method", "tv", "--out", str(tmp_path / "a")]) == 0
+    assert "projected onto the data (noiseless)" in capsys.readouterr().out
+    assert main(["reconstruct", str(f), "--method", "tv", "--data-consistency", "off", "--out",
+                 str(tmp_path / "b")]) == 0
+    assert "projected" not in capsys.readouterr().out
+    assert "data_consistency" not in json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert main(["reconstruct", str(f), "--method", "tv", "--data-consistency", "always"]) != 0

@@ -78,4 +78,8 @@ def summary(res) -> str:
         parts.append(f"early stop @ {es['iteration']}")
     if res.get("iterations_per_s"):
         parts.append(f"{res['iterations']} it, {res['iterations_per_s']:.1f} it/s")
+    dc = res.get("data_consistency")
+    if dc and dc.get("applied"):
+        before = dc.get("psnr_before")
+        parts.append("; projected onto the data (noiseless)" + ("" if before is None else f", {before:.2f} dB before"))
     return " ".join(parts)
