@@ -118,6 +118,7 @@ def test_auto_ranks_the_fitted_candidates_and_projects_what_it_returns(tmp_path)
     # the network candidate's directory holds its pick as fitted (not projected): its misfit ranked it
     cand = np.load(tmp_path / "a" / "candidates" / "dip" / "reconstruction.npy")[None]
     assert not np.allclose(cand[m], recon[m], atol=1e-3)
+    assert "Returned image projected onto the data" in (tmp_path / "a" / "selection.md").read_text()
     misfits = {r["candidate"]: r["misfit"] for r in res["auto"]["candidates"]}
     assert all(v is not None and v > 0 for v in misfits.values())
 
