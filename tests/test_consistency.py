@@ -57,21 +57,47 @@ def test_every_cgls_iterate_is_closer_to_the_truth_than_the_image(task, kw):
     assert info["residual_after"] < 0.1 * info["residual_before"]
 
 
-def test_data_consistency_applies_only_to_noiseless_data_unless_asked():
+def test_data_consistency_modes_and_noise_levels():
     clean, noisy = _problem("inpaint", missing=0.5), _problem("inpaint", missing=0.5, noise_std=0.05)
     x = torch.full(clean.physics.A_adjoint(clean.y).shape, 0.5)
     out, rec = data_consistency(clean, x, "auto")
-    assert rec["applied"] and rec["noise_sigma"] == 0.0 and _err(out, clean) < _err(x, clean)
+    assert rec["applied"] and rec["noise_sigma"] == 0.0 and rec["step"] == 1.0 and _err(out, clean) < _err(x, clean)
     assert rec["psnr_before"] is not None
-    for mode, problem in (("auto", noisy), ("off", clean)):
-        same, rec = data_consistency(problem, x, mode)
-        assert rec is None and same is x
-    out, rec = data_consistency(noisy, x, "on")
-    assert rec["applied"] and "asked" in rec["reason"]
+    same, rec = data_consistency(clean, x, "off")
+    assert rec is None and same is x
+    noisy.meta.pop("noise_sigma")  # an unknown noise level: nothing is tried
+    assert noisy.noise_sigma is None
+    same, rec = data_consistency(noisy, x, "auto")
+    assert rec is None and same is x
+    out, rec = data_consistency(noisy, x, "on")  # asked for: the full projection whatever the noise
+    assert rec["applied"] and "asked" in rec["reason"] and rec["step"] == 1.0
     with pytest.raises(DipkitError, match="data_consistency"):
         data_consistency(clean, x, "always")
     with pytest.raises(DipkitError, match="data_consistency must be"):
         RunConfig(method="tv", data_consistency="yes").validate()
+
+
+def test_with_noise_the_step_is_shrunk_by_its_estimated_noise_share():
+    """x + (1 − N/‖v‖²)·v with N = E‖A⁺η‖² estimated from σ: taken when the step is mostly signal (an
+    image off the data by a smooth error, super-resolution), refused when it is mostly noise (the
+    truth itself, CT: the step would be A⁺η alone)."""
+    from dipkit.run.consistency import noise_share
+
+    p = _problem("superres", factor=2, noise_std=0.01)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+    x = p.x_true + 0.2 * (xx + yy)[None, None]  # off the data by a smooth (row-space) error
+    full, _ = project_onto_data(p.physics, p.y, x)
+    share = noise_share(p.physics, p.y, x, full - x, p.noise_sigma)
+    assert 0 < share < 0.1
+    out, rec = data_consistency(p, x, "auto")
+    assert rec["applied"] and rec["noise_share"] == pytest.approx(share) and rec["step"] == pytest.approx(1 - share)
+    torch.testing.assert_close(out, x + (1 - share) * (full - x))
+    assert _err(out, p) < 0.5 * _err(x, p)
+    assert rec["residual_after"] < rec["residual_before"]
+    ct = _problem("ct", views=8, noise_std=0.05)
+    same, rec = data_consistency(ct, ct.x_true.clone(), "auto")
+    assert not rec["applied"] and rec["noise_share"] > 0.5 and "mostly noise" in rec["reason"]
+    torch.testing.assert_close(same, ct.x_true)
 
 
 def _cfg(method, **sets):

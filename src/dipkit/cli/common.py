@@ -81,5 +81,7 @@ def summary(res) -> str:
     dc = res.get("data_consistency")
     if dc and dc.get("applied"):
         before = dc.get("psnr_before")
-        parts.append("; projected onto the data (noiseless)" + ("" if before is None else f", {before:.2f} dB before"))
+        how = "noiseless" if dc.get("noise_sigma") == 0.0 else (
+            "asked for" if dc.get("mode") == "on" else f"step {dc.get('step', 1.0):.2f}, noise σ {dc.get('noise_sigma'):.3g}")
+        parts.append(f"; projected onto the data ({how})" + ("" if before is None else f", {before:.2f} dB before"))
     return " ".join(parts)

@@ -96,7 +96,7 @@ def markdown(rows: list[dict], chosen: str, combine: dict | None, total_steps: i
                                  + ("" if r.get("psnr") is None else
                                     f", refit {r['psnr']:.2f} dB, mean {r['mean_psnr']:.2f} dB")
                                  for lab, r in done.items()) + ".")
-    if consistency:
+    if consistency and consistency.get("applied"):
         lines.append(f"Returned image projected onto the data ({consistency['reason']}; "
                      f"{consistency['iterations']} CGLS iteration(s))"
                      + ("." if consistency.get("psnr_before") is None or returned_psnr is None else
