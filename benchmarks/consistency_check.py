@@ -6,7 +6,8 @@ else `final`; an `auto` run directory: its `reconstruction.npy`, which is unproj
 
 * the full projection onto {x : A x = y} (CGLS, as `data_consistency: on`),
 * the shrunk step x + λ*·v, λ* = 1 − N/‖v‖², without the noise-share bar,
-* what `data_consistency: auto` returns (the shrunk step only when the noise share ≤ ½),
+* what `data_consistency: shrink` returns (the shrunk step only when the noise share ≤ ½; `--method
+  auto`'s default; a single method's default `auto` leaves noisy data alone),
 
 with the estimated noise share N/‖v‖². The ground truth only scores.
 
@@ -42,7 +43,7 @@ def _image(d: Path, problem) -> torch.Tensor:
 
 def main(pairs: list[str]) -> None:
     torch.set_num_threads(1)
-    print("| run | noise σ | before | full projection | shrunk step λ* (no bar) | noise share | `auto` returns |")
+    print("| run | noise σ | before | full projection | shrunk step λ* (no bar) | noise share | `shrink` returns |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for pair in pairs:
         d, pf = pair.split("=")
@@ -52,7 +53,7 @@ def main(pairs: list[str]) -> None:
         sigma = p.noise_sigma
         share = noise_share(p.physics, p.y, x, full - x, sigma) if sigma else 0.0
         lam = min(1.0, max(0.0, 1.0 - share))
-        out, rec = data_consistency(p, x, "auto")
+        out, rec = data_consistency(p, x, "shrink")
 
         def q(z):
             return f"{float(psnr(z.reshape(p.x_true.shape), p.x_true)):.2f}"

@@ -329,6 +329,7 @@ def test_auto_refits_the_chosen_network_on_all_data_for_its_pick(ct_problem, tmp
     cfg.net.options.update(TINY_NET)
     cfg.set("auto.candidates", "dip")
     cfg.set("schedule.kind", "constant")  # no rate reductions (a plateau's are replayed: test_validation)
+    cfg.set("data_consistency", "off")  # the returned image as combined (its step to the data: test_consistency)
     res = reconstruct(ct_problem, cfg, tmp_path / "run", quiet=True)
     k = res["auto"]["candidates"][0]["pick_iteration"]
     refit = res["auto"]["refit"]["dip"]

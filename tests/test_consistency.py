@@ -89,13 +89,15 @@ def test_with_noise_the_step_is_shrunk_by_its_estimated_noise_share():
     full, _ = project_onto_data(p.physics, p.y, x)
     share = noise_share(p.physics, p.y, x, full - x, p.noise_sigma)
     assert 0 < share < 0.1
-    out, rec = data_consistency(p, x, "auto")
+    same, rec = data_consistency(p, x, "auto")  # a single method's default: noiseless data only
+    assert rec is None and same is x
+    out, rec = data_consistency(p, x, "shrink")
     assert rec["applied"] and rec["noise_share"] == pytest.approx(share) and rec["step"] == pytest.approx(1 - share)
     torch.testing.assert_close(out, x + (1 - share) * (full - x))
     assert _err(out, p) < 0.5 * _err(x, p)
     assert rec["residual_after"] < rec["residual_before"]
     ct = _problem("ct", views=8, noise_std=0.05)
-    same, rec = data_consistency(ct, ct.x_true.clone(), "auto")
+    same, rec = data_consistency(ct, ct.x_true.clone(), "shrink")
     assert not rec["applied"] and rec["noise_share"] > 0.5 and "mostly noise" in rec["reason"]
     torch.testing.assert_close(same, ct.x_true)
 
@@ -150,7 +152,7 @@ def test_auto_ranks_the_fitted_candidates_and_projects_what_it_returns(tmp_path)
 
 
 def test_data_consistency_off_and_on_read_as_yaml_booleans_are_accepted():
-    for text, mode in (("off", "off"), ("on", "on"), ("auto", "auto")):
+    for text, mode in (("off", "off"), ("on", "on"), ("auto", "auto"), ("shrink", "shrink")):
         for method in ("tv", "auto"):
             cfg = RunConfig(method=method)
             cfg.set("data_consistency", text)
@@ -170,3 +172,17 @@ def test_cli_data_consistency_flag_and_summary(tmp_path, capsys):
     assert "projected" not in capsys.readouterr().out
     assert "data_consistency" not in json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert main(["reconstruct", str(f), "--method", "tv", "--data-consistency", "always"]) != 0
+
+
+def test_method_auto_takes_the_shrunk_step_on_noisy_data_by_default(tmp_path):
+    from dipkit.run import reconstruct
+
+    p = _problem("superres", factor=2, noise_std=0.01)
+    cfg = RunConfig(method="auto", device="cpu", log_every=5, max_iterations=30)
+    cfg.net.options.update(TINY_NET)
+    cfg.set("auto.candidates", "tv,dip")
+    cfg.set("auto.min_steps", 10)
+    res = reconstruct(p, cfg, None, quiet=True)
+    assert res["data_consistency"]["mode"] == "shrink" and res["data_consistency"]["noise_share"] is not None
+    cfg.set("data_consistency", "off")
+    assert "data_consistency" not in reconstruct(p, cfg, None, quiet=True)

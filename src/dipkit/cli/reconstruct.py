@@ -65,11 +65,12 @@ def add_arguments(r) -> None:
                    help="with --method auto: 'stack' (default) returns the convex combination of the candidates "
                         "with the least held-out misfit when it beats the chosen one by auto.se standard errors; "
                         "K averages the K candidates with the least misfit; 1 returns the chosen one alone")
-    r.add_argument("--data-consistency", choices=("auto", "on", "off"),
+    r.add_argument("--data-consistency", choices=("auto", "shrink", "on", "off"),
                    help="project the returned image onto {x : A x = y} (CGLS): auto (default) when the "
-                        "measurement is known to be noiseless (noise σ = 0, e.g. simulated inpainting), and part "
-                        "of the way when the noise level is known and the step is mostly signal; on: the full "
-                        "projection always; off: never. The iterates and their selection are unchanged")
+                        "measurement is known to be noiseless (noise σ = 0, e.g. simulated inpainting; with "
+                        "--method auto: as shrink); shrink: also part of the way when the noise level is known "
+                        "and the step is mostly signal; on: the full projection always; off: never. The "
+                        "iterates and their selection are unchanged")
     r.add_argument("--ensemble", type=positive_int, metavar="N",
                    help="N independently seeded reconstructions (seeds SEED…SEED+N−1) as one batched run: "
                         "writes their mean and the per-pixel std (uncertainty.npy/png); the members run "

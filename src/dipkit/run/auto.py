@@ -374,7 +374,8 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
         combine_info.update(psnr=p, ssim=s)
     # noiseless data: what is returned is projected onto {x : A x = y} (the candidates, their misfits
     # and the weights are those of the images as fitted; dipkit.run.consistency)
-    recon, dc_info = data_consistency(problem, recon, cfg.data_consistency, mask)
+    recon, dc_info = data_consistency(problem, recon, "shrink" if cfg.data_consistency == "auto" else
+                                      cfg.data_consistency, mask)
     wall = time.perf_counter() - t_start
     rows = _rows(cands, ranked, chosen, rule, weights)
     refits = {c.label: c.extra["refit"] for c in ranked if "refit" in c.extra}

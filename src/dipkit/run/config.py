@@ -175,7 +175,8 @@ class RunConfig:
     # the network's layout: channels_last makes a training step 0.88x on this CPU but whole runs
     # measured 0.89-1.18x (noise-level; benchmarks/results/small-maps.md), so it is opt-in
     memory_format: str = "contiguous"
-    # the returned image projected onto {x : A x = y}: auto (when the noise std is known to be 0) | on | off
+    # the returned image projected onto {x : A x = y}: auto (when the noise std is known to be 0; --method
+    # auto: as shrink) | shrink (also a step shrunk by its noise share when σ > 0 is known) | on | off
     data_consistency: str = "auto"
     params: dict = field(default_factory=dict)
     net: NetConfig = field(default_factory=NetConfig)
@@ -326,8 +327,8 @@ class RunConfig:
 
         if isinstance(self.data_consistency, bool):  # YAML reads on/off as booleans
             self.data_consistency = "on" if self.data_consistency else "off"
-        if self.data_consistency not in ("auto", "on", "off"):
-            raise DipkitError(f"data_consistency must be auto, on or off, got {self.data_consistency!r}")
+        if self.data_consistency not in ("auto", "shrink", "on", "off"):
+            raise DipkitError(f"data_consistency must be auto, shrink, on or off, got {self.data_consistency!r}")
         if self.method == "auto":
             from .portfolio import AutoSelection
 

@@ -30,14 +30,19 @@ same CGLS solve to ``draws`` seeded noise vectors (one by default: in the thousa
 measured entries of an image, :math:`\|A^{+}\eta\|^2` varies little from draw to draw). On a well-conditioned operator (super-resolution)
 :math:`N/\|v\|^2` is small and the step pays; on CT or deblurring :math:`A^{+}` amplifies the noise,
 :math:`N/\|v\|^2 \approx 1`, and the estimate of :math:`\lambda^\star` is too uncertain to use (a
-step of 0.06 still cost 1.3 dB on CT 128²). So with noise the step is taken only when the estimated
+step of 0.06 still cost 0.55 dB on TV's deblurring image,
+``benchmarks/results/data-consistency.md``). So with noise the step is taken only when the estimated
 noise share :math:`N/\|v\|^2` is at most ``max_share`` (½: the step is at least as much signal as
 noise), shrunk by :math:`\lambda^\star`; measured in ``benchmarks/results/data-consistency.md``.
 
-``data_consistency: auto`` (the default): the full projection when the problem's recorded noise std
-is 0 (as ``dipkit simulate`` writes it), the shrunk step when it is known and positive and the
-noise share is small enough, nothing when the noise level is unknown; ``on``: the full projection
-whatever the noise (measured data you know to be noise-free); ``off``: never.
+``data_consistency``: ``auto`` (the default) — the full projection when the problem's recorded
+noise std is 0 (as ``dipkit simulate`` writes it), nothing otherwise; ``shrink`` — the same, and
+the shrunk step when the noise std is known and positive and the noise share is small enough;
+``on`` — the full projection whatever the noise (measured data you know to be noise-free);
+``off`` — never. ``--method auto`` takes ``shrink`` for ``auto``: its returned image is its own
+combination of candidates anyway, while a single method's run returns the method's image unless
+asked (the shrunk step depends on the image, so an ensemble's mean would no longer be the mean of
+its members' runs, as it is with the other modes).
 It acts on the returned reconstruction only: the iterates, the ``val`` selection and its held-out
 misfit (and ``auto``'s ranking) are those of the run; ``metrics.json`` ``data_consistency`` records
 what was done and the image's PSNR before it (with a ground truth).
@@ -54,7 +59,7 @@ from ..errors import DipkitError
 __all__ = ["MODES", "project_onto_data", "noise_share", "data_consistency"]
 
 #: what ``data_consistency`` may be
-MODES = ("auto", "on", "off")
+MODES = ("auto", "shrink", "on", "off")
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -128,7 +133,8 @@ def data_consistency(problem, recon: torch.Tensor, mode: str, mask=None, *,
     if mode not in MODES:
         raise DipkitError(f"unknown data_consistency {mode!r} (choose from {', '.join(MODES)})")
     sigma = problem.noise_sigma
-    if mode == "off" or (mode == "auto" and (sigma is None or sigma < 0)):
+    if mode == "off" or (mode in ("auto", "shrink") and (sigma is None or sigma < 0)) or (
+            mode == "auto" and sigma != 0.0):
         return recon, None
     y = problem.y
     x = recon.to(device=y.device, dtype=y.dtype)
