@@ -11,8 +11,7 @@ Override keys (``--set key=value``, values parsed as YAML scalars):
   ``loop``: how an ensemble's members run, :mod:`dipkit.run.ensembles`), ``ensemble_memory_gb``
   (the memory an ensemble may use; default half of what is available), ``memory_format``
   (``contiguous``, default, or ``channels_last``: the network's tensor layout, :mod:`dipkit.nets.layout`),
-  ``data_consistency`` (``auto``/``on``/``off``: project the returned image onto ``{x : A x = y}``
-  when the measurement is noiseless, :mod:`dipkit.run.consistency`);
+  ``data_consistency`` (``auto``/``shrink``/``on``/``off``: a step towards the data, :mod:`dipkit.run.consistency`);
 * ``net.name`` and ``net.<option>`` (network options, see ``dipkit nets``); ``net.weights=PATH`` starts
   the network from a weights file (``dipkit pretrain``) instead of its random initialisation;
 * ``input.kind``, ``input.channels``, ``input.std``, ``input.perturb``;
@@ -76,13 +75,10 @@ class InputConfig:
 class EarlyStopConfig:
     rule: str | None = "auto"  # auto (val for network methods), "wmv", "val", "val,wmv:record", … (dipkit.stopping)
     window: int = 100
-    # steps without a new selection before a rule stops the run; None: the rule's own (val 500, wmv 1000)
-    patience: int | None = None
-    # val: the patience grows with the step of the best iterate so far, max(patience, scale · best step)
-    patience_scale: float = 0.5
+    patience: int | None = None  # steps without a new selection before a rule stops the run; None: val 500, wmv 1000
+    patience_scale: float = 0.5  # val: the patience grows to max(patience, scale · the best step so far)
     delta: float = 0.99
-    # val: its minimum is taken of the trailing mean of this many evaluations (1: the raw misfit)
-    smooth: int = 5
+    smooth: int = 5  # val: its minimum is of the trailing mean of this many evaluations (1: the raw misfit)
     source: str = "estimate"  # wmv: the variance of the method's estimate, or of the raw network "output"
 
 
@@ -175,9 +171,7 @@ class RunConfig:
     # the network's layout: channels_last makes a training step 0.88x on this CPU but whole runs
     # measured 0.89-1.18x (noise-level; benchmarks/results/small-maps.md), so it is opt-in
     memory_format: str = "contiguous"
-    # the returned image projected onto {x : A x = y}: auto (when the noise std is known to be 0; --method
-    # auto: as shrink) | shrink (also a step shrunk by its noise share when σ > 0 is known) | on | off
-    data_consistency: str = "auto"
+    data_consistency: str = "auto"  # auto | shrink | on | off: a step towards the data (dipkit.run.consistency)
     params: dict = field(default_factory=dict)
     net: NetConfig = field(default_factory=NetConfig)
     input: InputConfig = field(default_factory=InputConfig)
@@ -324,11 +318,9 @@ class RunConfig:
         from ..methods import make_method
         from ..nets import check_options
         from ..stopping import parse_rules
+        from .consistency import check_mode
 
-        if isinstance(self.data_consistency, bool):  # YAML reads on/off as booleans
-            self.data_consistency = "on" if self.data_consistency else "off"
-        if self.data_consistency not in ("auto", "shrink", "on", "off"):
-            raise DipkitError(f"data_consistency must be auto, shrink, on or off, got {self.data_consistency!r}")
+        self.data_consistency = check_mode(self.data_consistency)
         if self.method == "auto":
             from .portfolio import AutoSelection
 

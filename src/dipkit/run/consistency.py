@@ -56,10 +56,19 @@ import torch
 
 from ..errors import DipkitError
 
-__all__ = ["MODES", "project_onto_data", "noise_share", "data_consistency"]
+__all__ = ["MODES", "check_mode", "project_onto_data", "noise_share", "data_consistency"]
 
 #: what ``data_consistency`` may be
 MODES = ("auto", "shrink", "on", "off")
+
+
+def check_mode(value) -> str:
+    """``value`` as a :data:`MODES` entry (YAML reads ``on``/``off`` as booleans); else a DipkitError."""
+    if isinstance(value, bool):
+        value = "on" if value else "off"
+    if value not in MODES:
+        raise DipkitError(f"data_consistency must be {', '.join(MODES[:-1])} or {MODES[-1]}, got {value!r}")
+    return value
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
