@@ -1,8 +1,8 @@
-r"""Data consistency of the returned image when the measurement is noiseless.
+r"""Data consistency of the returned image: a step towards the data, where that is safe.
 
 A network method returns an iterate chosen for its quality, not one that reproduces the data: on a
-noiseless inpainting problem (the default ``inpaint`` task has σ = 0) the DIP pick misses the
-*observed* pixels by 27 dB, although they are known exactly (``benchmarks/results/data-consistency.md``).
+noiseless inpainting problem (the default ``inpaint`` task has σ = 0) the DIP pick reproduces the
+*observed* pixels only to 27 dB PSNR, although they are known exactly (``benchmarks/results/data-consistency.md``).
 When ``y = A x_true`` holds exactly, the affine set :math:`\mathcal D = \{x : A x = y\}` contains
 the truth, and the orthogonal projection onto it can only bring an image closer to the truth:
 
