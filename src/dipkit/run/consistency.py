@@ -71,6 +71,12 @@ def check_mode(value) -> str:
     return value
 
 
+def _relative_residual(physics, y: torch.Tensor, x: torch.Tensor) -> float:
+    """:math:`\|y - A x\| / \|y\|` (float64, read on the host)."""
+    norm_y = float(torch.linalg.vector_norm(y.to(torch.float64))) or 1.0
+    return float(torch.linalg.vector_norm((y - physics.A(x)).to(torch.float64))) / norm_y
+
+
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.sum(a.to(torch.float64) * b.to(torch.float64))
 
@@ -85,8 +91,7 @@ def project_onto_data(physics, y: torch.Tensor, x: torch.Tensor, *, iterations: 
     A, At = physics.A, physics.A_adjoint
     with torch.no_grad():
         r = y - A(x)
-        norm_y = float(torch.linalg.vector_norm(y.to(torch.float64))) or 1.0
-        before = float(torch.linalg.vector_norm(r.to(torch.float64))) / norm_y
+        before = _relative_residual(physics, y, x)
         v = torch.zeros_like(x)
         s = At(r)
         p = s.clone()
@@ -106,7 +111,7 @@ def project_onto_data(physics, y: torch.Tensor, x: torch.Tensor, *, iterations: 
             gamma = gamma_new
             k += 1
         out = x + v
-        after = float(torch.linalg.vector_norm((y - A(out)).to(torch.float64))) / norm_y
+        after = _relative_residual(physics, y, out)
     return out, {"iterations": k, "residual_before": before, "residual_after": after}
 
 
@@ -161,8 +166,7 @@ def data_consistency(problem, recon: torch.Tensor, mode: str, mask=None, *,
         step = 1.0 - share
         reason = f"noise σ = {sigma:.3g}: the projection step shrunk to {step:.2f} (estimated noise share {share:.2f})"
         out = x + step * (out - x)
-        norm_y = float(torch.linalg.vector_norm(y.to(torch.float64))) or 1.0
-        info["residual_after"] = float(torch.linalg.vector_norm((y - problem.physics.A(out)).to(torch.float64))) / norm_y
+        info["residual_after"] = _relative_residual(problem.physics, y, out)
     p, s = metric_pair(x, problem, mask)
     return out.to(recon.dtype), {"mode": mode, "applied": True, "reason": reason, "noise_sigma": sigma, "step": step,
                                  "noise_share": share, **info, "psnr_before": p, "ssim_before": s}
