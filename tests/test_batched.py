@@ -57,14 +57,17 @@ def test_batched_seeds_equal_one_by_one(ct16, tmp_path):
         c = RunConfig.from_dict(cfg.to_dict())
         c.seed = s
         r1 = reconstruct(ct16, c, tmp_path / f"s{s}", quiet=True)
-        assert torch.allclose(rb.reconstruction, r1.reconstruction, atol=1e-5)
+        # fused Adam (dipkit.core.optim) rounds the last elements of a tensor (its scalar tail) differently,
+        # and the stacked members' tensors end elsewhere than the single run's: ~1e-7 per update, which
+        # 50 aSeqDIP steps grow to ~1e-4 (it was bit-for-bit with the per-tensor Adam)
+        assert torch.allclose(rb.reconstruction, r1.reconstruction, atol=5e-4)
         assert rb["iterations"] == r1["iterations"]
         stops.add(r1["iterations"])
         assert rb["early_stop"]["iteration"] == r1["early_stop"]["iteration"]
         assert rb["selections"]["wmv"]["iteration"] == r1["selections"]["wmv"]["iteration"]
         assert rb["stop_reason"] == r1["stop_reason"]
         assert rb.history["step"] == r1.history["step"]
-        assert rb["psnr"] == pytest.approx(r1["psnr"], abs=1e-4)
+        assert rb["psnr"] == pytest.approx(r1["psnr"], abs=1e-2)
         m = json.loads((out / "metrics.json").read_text())
         assert m["batched"]["seeds"] == seeds and m["request"]["seed"] == s
         assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (tmp_path / f"s{s}").iterdir())

@@ -190,7 +190,9 @@ class Method:
         return [{"params": [p for p in state.net.parameters() if p.requires_grad], "lr": self.lr}]
 
     def make_optimizer(self, groups) -> torch.optim.Optimizer:
-        return torch.optim.Adam(groups)
+        from .optim import adam
+
+        return adam(groups)
 
     def forward(self, state) -> torch.Tensor:
         return state.network(perturb(state.z, state.z_perturb, state.randn))

@@ -173,7 +173,9 @@ class LinearisedDIP(Method):
     def make_optimizer(self, groups) -> torch.optim.Optimizer:
         if self.optimizer == "gd":
             return torch.optim.SGD(groups, lr=1.0)
-        return torch.optim.Adam(groups)
+        from ..core.optim import adam
+
+        return adam(groups)
 
     def forward(self, state) -> torch.Tensor:
         return self.linear_output(state, perturb(state.z, state.z_perturb, state.randn))

@@ -205,7 +205,9 @@ class SubspaceDIP(Method):
 
     def make_optimizer(self, groups) -> torch.optim.Optimizer:
         if self.optimizer == "adam":
-            return torch.optim.Adam(groups)
+            from ..core.optim import adam
+
+            return adam(groups)
         # one L-BFGS iteration per engine step; max_eval bounds its line search (torch gives the line
         # search max_eval − 1 evaluations: the default max_iter·5//4 = 1 would leave it none)
         return _EngineLBFGS(groups, self._evaluate, lr=self.lr, max_iter=1, max_eval=1 + _LINE_SEARCH_EVALS,

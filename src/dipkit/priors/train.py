@@ -151,7 +151,9 @@ def train_denoiser(out, *, steps: int = 2000, patch_size: int = 32, batch_size: 
     weights = torch.tensor([float((im.shape[0] - patch_size + 1) * (im.shape[1] - patch_size + 1))
                             for im in patches])
     net = SmallDnCNN(depth=depth, features=features).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    from ..core.optim import adam
+
+    opt = adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr / 100)
     record = {"arch": net.arch,
               "command": command_line(out, steps=steps, patch_size=patch_size, batch_size=batch_size,

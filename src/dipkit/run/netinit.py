@@ -52,7 +52,9 @@ def fit_to_image(net: torch.nn.Module, z: torch.Tensor, target: torch.Tensor, *,
     difference. No host–device synchronisation inside the loop; returns ``{steps, mse,
     psnr_to_target}`` (the fitted output against ``target``; PSNR on the target's range)."""
     params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=float(lr))
+    from ..core.optim import adam
+
+    opt = adam(params, lr=float(lr))
     target = target.detach()
     net.train()
     for _ in range(int(steps)):

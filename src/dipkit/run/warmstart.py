@@ -174,7 +174,9 @@ def pretrain(out: str | Path, *, task: str = "ct", like=None, size: int = 64, ta
     z0, _ = batch(1, torch.Generator().manual_seed(int(seed) + 1))
     model = build_net(net, z0.shape[1], c, **net_options).to(device=dev, dtype=problem.y.dtype)
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=float(lr))
+    from ..core.optim import adam
+
+    opt = adam(model.parameters(), lr=float(lr))
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=float(lr) / 100)
              if schedule == "cosine" else None)
     names, shapes, _ = flat_parameters(model)
