@@ -43,7 +43,9 @@ is one more trajectory stopped at a step chosen on another one, and its iterate 
 than the pick (``benchmarks/results/auto-stack.md``). A stack's (or ``--combine K``'s) members are
 returned as their picks: the combination already averages, and refitting each member costs a run
 each (on the four stacks measured: −0.16 … +0.03 dB). A classical baseline is always returned as
-its solve on all the data (seconds for TV). ``metrics.json`` ``auto.refit`` has the refits' steps,
+its solve on all the data (seconds for TV). A candidate whose network was first fitted to the TV
+image (``init.kind=tv``) refits from that fit, made on the fit view, instead of fitting again.
+``metrics.json`` ``auto.refit`` has the refits' steps,
 times and (with a ground truth) PSNR; ``candidates/<label>/refit.npy`` the refit's image.
 
 Output (an ordinary run directory, so ``dipkit bench`` can have an ``auto`` row): the chosen
@@ -54,7 +56,8 @@ with ``auto: {chosen, candidates, rungs, combine, weights, refit, one_se, total_
 data), ``combine``, ``refit``), ``selection.csv``
 and ``selection.md`` (one row per candidate: settings, misfit, pick, steps, stop, time, and
 PSNR/SSIM when a ground truth is known) and ``candidates/<label>/`` (each candidate's run
-directory). An interrupted ``auto`` run starts over (no checkpoints).
+directory; its figures only for the network candidates in what is returned). An interrupted
+``auto`` run starts over (no checkpoints).
 """
 
 from __future__ import annotations
@@ -250,6 +253,9 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
             rules = parse_rules(c.resolved.early_stop.rule)
             c.run = _build_run(c.method, problem, c.resolved, device, split=split, rules=rules, mask=mask,
                                quiet=True, console=console)
+            if c.method.uses_network and c.resolved.init.kind != "random" and int(c.resolved.ensemble) == 1:
+                # the network as its init left it (e.g. fitted to the TV image): a refit starts from it
+                c.extra["init_nets"] = [{k: v.detach().clone() for k, v in c.run.state.net.state_dict().items()}]
         except (DipkitError, RuntimeError, ValueError) as exc:
             c.error, c.status = " ".join(str(exc).split()), "failed"
             say(f"auto: candidate {c.label} failed to start: {c.error}")
@@ -310,7 +316,7 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
             cdir = None if out is None else out / CANDIDATES_DIR / c.label
             c.result = _finish(c.run, method=c.method, problem=problem, cfg=c.cfg, resolved=c.resolved, split=split,
                                mask=mask, device=device, request=c.cfg.to_dict(), resumed_at=[], out=cdir,
-                               dicom=False, net=None, do_refit=None, naive=naive, project=False)
+                               dicom=False, net=None, do_refit=None, naive=naive, project=False, pictures=False)
         elif c.error is None:
             # a baseline was scored on the fit view like every candidate; what it returns is its solve on
             # all the data (seconds), as the baseline run by itself would — select, then refit
@@ -355,6 +361,13 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
                         "weights": dict(weights), "misfit": float(split.misfit(x_fit).mean()), "used": True}
     k = len(weights)
     lap("combine")
+    if out is not None:  # the figures of the network candidates in what is returned (the others': none)
+        from .rundir import draw_pictures
+
+        for c in ranked:
+            if c.label in weights and c.method.uses_network:
+                draw_pictures(out / CANDIDATES_DIR / c.label, c.result)
+    lap("results")
     # select, then refit: a network candidate returned alone reruns on all the data (a stack's members
     # are returned as their picks: the stack already averages, and a refit each cost a run each for
     # −0.16…+0.03 dB on the four stacks of benchmarks/results/auto-stack.md)

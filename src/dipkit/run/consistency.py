@@ -72,7 +72,7 @@ def check_mode(value) -> str:
 
 
 def _relative_residual(physics, y: torch.Tensor, x: torch.Tensor) -> float:
-    """:math:`\|y - A x\| / \|y\|` (float64, read on the host)."""
+    r""":math:`\|y - A x\| / \|y\|` (float64, read on the host)."""
     norm_y = float(torch.linalg.vector_norm(y.to(torch.float64))) or 1.0
     return float(torch.linalg.vector_norm((y - physics.A(x)).to(torch.float64))) / norm_y
 

@@ -202,10 +202,13 @@ def _to_image(x: torch.Tensor) -> np.ndarray:
     return x.detach()[0].to(torch.float32).cpu().numpy()
 
 
-def write_run_dir(out: str | Path, result: RunResult, *, dicom: bool = False) -> Path:
+def write_run_dir(out: str | Path, result: RunResult, *, dicom: bool = False, pictures: bool = True) -> Path:
     """Write ``result`` into the run directory ``out`` (created if missing); ``metrics.json`` last.
 
     ``dicom``: also write ``reconstruction.dcm`` (a CT problem from a DICOM source, else a DipkitError).
+    ``pictures=False`` leaves out the figures (``psnr_curve.png``, ``progress.png``, ``overview.png``;
+    :func:`draw_pictures` draws them later): ``--method auto`` draws them only for the candidates in
+    what it returns.
     """
     from ..io.export import complex_parts, hu_window, save_tiff, to_hu, write_dicom
 
@@ -246,7 +249,7 @@ def write_run_dir(out: str | Path, result: RunResult, *, dicom: bool = False) ->
     for i in range(len(hist["step"])):
         w.writerow([hist["step"][i]] + [f"{hist[c][i]:.8g}" for c in cols[1:]])
     save_text(out / HISTORY, buf.getvalue())
-    if hist.get("psnr"):
+    if hist.get("psnr") and pictures:
         _plot_psnr(out / PSNR_CURVE, result)
     if result.uncertainty is not None:
         std = _to_image(result.uncertainty)
@@ -264,9 +267,19 @@ def write_run_dir(out: str | Path, result: RunResult, *, dicom: bool = False) ->
     direct = None if getattr(result, "direct", None) is None else _to_image(result.direct)
     if direct is not None:
         save_npy(out / DIRECT, direct)
-    _draw_pictures(out, result, recon, direct)
+    if pictures:
+        _draw_pictures(out, result, recon, direct)
     save_json(out / METRICS, dict(result))
     return out
+
+
+def draw_pictures(out: str | Path, result: RunResult) -> None:
+    """The figures of a run directory that :func:`write_run_dir` wrote with ``pictures=False``."""
+    out = Path(out)
+    if result.history.get("psnr"):
+        _plot_psnr(out / PSNR_CURVE, result)
+    direct = None if getattr(result, "direct", None) is None else _to_image(result.direct)
+    _draw_pictures(out, result, _to_image(result.reconstruction), direct)
 
 
 def _draw_pictures(out: Path, result: RunResult, recon: np.ndarray, direct: np.ndarray | None) -> None:
