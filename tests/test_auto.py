@@ -78,6 +78,8 @@ def test_auto_config_is_checked_and_candidates_follow_the_run():
 def test_portfolios_per_task(ct_problem):
     assert portfolio(ct_problem)[0] == "tv" and "dip-tv-init" in portfolio(ct_problem)
     assert "aseqdip" not in portfolio(ct_problem)  # the lowest CT rows of defaults-128 (portfolio.PORTFOLIOS)
+    # never past the first rung on CT in auto (portfolio.PORTFOLIOS): left out
+    assert "dip-dd" not in portfolio(ct_problem)
 
 
 @pytest.fixture(scope="module")
@@ -389,38 +391,3 @@ def test_stacking_leaves_out_a_diverged_candidate(ct_problem):
                           split, 1.0)
     assert rec["used"] and set(weights) == {"dip", "tv"}
 
-
-def test_auto_refit_of_a_tv_initialised_candidate_starts_from_its_fit(ct_problem, tmp_path, monkeypatch):
-    """A candidate whose network was fitted to the TV image first (``dip-tv-init``) is refit from those
-    weights: the fit to the TV image runs once (the candidate's), and ``build_state`` given weights loads
-    them exactly instead of fitting again."""
-    import torch
-
-    from dipkit.run import netinit, reconstruct
-    from dipkit.run.build import build_state
-    from dipkit.run.resolve import resolve_config
-
-    calls = []
-    real_fit = netinit.fit_to_image
-    monkeypatch.setattr(netinit, "fit_to_image", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
-    cfg = RunConfig(method="auto", device="cpu", log_every=5, max_iterations=30)
-    cfg.net.options.update(TINY_NET)
-    cfg.set("auto.candidates", "dip-tv-init")
-    cfg.set("init.steps", 15)
-    cfg.set("data_consistency", "off")
-    res = reconstruct(ct_problem, cfg, tmp_path / "run", quiet=True)
-    refit = res["auto"]["refit"]["dip-tv-init"]
-    assert refit["iterations"] >= 1 and len(calls) == 1
-    # build_state with the weights loads them instead of fitting again
-    alone = candidate_config(cfg, "dip-tv-init")
-    method = alone.validate()
-    resolved = resolve_config(alone, method, ct_problem)
-    fitted = build_state(method, ct_problem, resolved, torch.device("cpu"))
-    weights = [{k: v.clone() for k, v in fitted.net.state_dict().items()}]
-    assert len(calls) == 2
-    again = build_state(method, ct_problem, resolved, torch.device("cpu"), init=weights)
-    assert len(calls) == 2 and again.meta["init"] == {"kind": "tv", "reused": True}
-    for k, v in again.net.state_dict().items():
-        assert torch.equal(v, weights[0][k])
-    with pytest.raises(DipkitError, match="sets of weights"):
-        build_state(method, ct_problem, resolved, torch.device("cpu"), init=weights * 2)

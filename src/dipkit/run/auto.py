@@ -43,8 +43,9 @@ is one more trajectory stopped at a step chosen on another one, and its iterate 
 than the pick (``benchmarks/results/auto-stack.md``). A stack's (or ``--combine K``'s) members are
 returned as their picks: the combination already averages, and refitting each member costs a run
 each (on the four stacks measured: −0.16 … +0.03 dB). A classical baseline is always returned as
-its solve on all the data (seconds for TV). A candidate whose network was first fitted to the TV
-image (``init.kind=tv``) refits from that fit, made on the fit view, instead of fitting again.
+its solve on all the data (seconds for TV). A candidate whose network is first fitted to the TV
+image (``init.kind=tv``) fits again to the TV image of all the data (reusing the fit made on the fit
+view saved its 500 steps but the refits gained less: ``benchmarks/results/auto-cost.md``).
 ``metrics.json`` ``auto.refit`` has the refits' steps,
 times and (with a ground truth) PSNR; ``candidates/<label>/refit.npy`` the refit's image.
 
@@ -253,9 +254,6 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
             rules = parse_rules(c.resolved.early_stop.rule)
             c.run = _build_run(c.method, problem, c.resolved, device, split=split, rules=rules, mask=mask,
                                quiet=True, console=console)
-            if c.method.uses_network and c.resolved.init.kind != "random" and int(c.resolved.ensemble) == 1:
-                # the network as its init left it (e.g. fitted to the TV image): a refit starts from it
-                c.extra["init_nets"] = [{k: v.detach().clone() for k, v in c.run.state.net.state_dict().items()}]
         except (DipkitError, RuntimeError, ValueError) as exc:
             c.error, c.status = " ".join(str(exc).split()), "failed"
             say(f"auto: candidate {c.label} failed to start: {c.error}")

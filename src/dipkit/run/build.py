@@ -72,7 +72,7 @@ def _channels_last(cfg: RunConfig, device: torch.device) -> bool:
 
 
 def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=None, seeds=None, mode=None,
-                init: bool | list = True):
+                init: bool = True):
     """The engine :class:`~dipkit.engine.State` of ``method`` on ``problem`` (already on ``device``,
     ``cfg`` resolved): the seeded generator, the network and its input for network methods, the step
     budget, the problem's metadata and the engine settings (precision, history interval).
@@ -87,9 +87,7 @@ def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=No
     ``noise``, the channels of the module's first convolution unless ``input.channels`` says.
 
     ``init``: apply ``cfg.init`` (:mod:`dipkit.run.netinit`, e.g. fit each network to the TV image
-    first); False for a state whose weights come from a checkpoint or that only probes memory; a list of
-    state dicts (one per member): the weights an earlier run had after its ``cfg.init``, loaded instead
-    of redoing it (``--method auto``'s refit starts from its candidate's fit to the TV image)."""
+    first); False for a state whose weights come from a checkpoint or that only probes memory."""
     from ..engine import State
 
     steps, _ = step_budget(cfg, method)
@@ -124,13 +122,7 @@ def build_state(method, problem, cfg: RunConfig, device: torch.device, *, net=No
                                  std=cfg.input.std))
             nets.append(build_net(cfg.net.name, zs[-1].shape[1], problem.img_shape[0], **cfg.net.options).to(
                 device=device, dtype=problem.y.dtype))
-    if method.uses_network and isinstance(init, list):
-        if len(init) != len(nets):
-            raise DipkitError(f"init: {len(init)} sets of weights for {len(nets)} networks")
-        for net_, weights in zip(nets, init):
-            net_.load_state_dict(weights)
-        state.meta["init"] = {"kind": cfg.init.kind, "reused": True}
-    elif method.uses_network and init and cfg.init.kind != "random":
+    if method.uses_network and init and cfg.init.kind != "random":
         from .netinit import initialise
 
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

@@ -108,9 +108,7 @@ def refit(c: Any, problem, device, mask, console, with_deadline, say, *, mode: s
     reductions at the same steps (:class:`dipkit.engine.schedule.Replay`). ``mode``: what the
     candidate then returns — ``mean``: the mean of its pick (fitted without the held-out entries) and
     the refit; ``replace``: the refit. ``c.extra["refit"]``: steps, time, and with a ground truth the
-    PSNR/SSIM of the refit and of the mean. ``out``: the candidate's directory (``refit.npy``).
-    A candidate whose init fitted its network first (``c.extra["init_nets"]``, e.g. to the TV image)
-    refits from those weights rather than fitting again to the TV image of all the data."""
+    PSNR/SSIM of the refit and of the mean. ``out``: the candidate's directory (``refit.npy``)."""
     from ..io import save_npy
     from .runner import _advance, _build_run
     from .summary import metric_pair
@@ -124,8 +122,7 @@ def refit(c: Any, problem, device, mask, console, with_deadline, say, *, mode: s
     say(f"auto: refitting {c.label} on all the data for {k} steps")
     try:
         run_ = _build_run(method, problem, again, device, split=None, rules=[], mask=mask, quiet=True,
-                          console=console, replay=None if c.run.schedule is None else list(c.run.schedule.changes),
-                          init_nets=c.extra.get("init_nets"))
+                          console=console, replay=None if c.run.schedule is None else list(c.run.schedule.changes))
         with_deadline(run_)
         _advance(method, run_)
     except (DipkitError, RuntimeError, ValueError) as exc:

@@ -59,13 +59,12 @@ CHECKPOINT_VERSION = 1
 
 
 def _build_run(method, problem, cfg: RunConfig, device, *, split, rules, mask, quiet, console, restore=None,
-               net=None, mode=None, label=None, replay=None, init_nets=None) -> _Run:
+               net=None, mode=None, label=None, replay=None) -> _Run:
     """Build a run (state and callbacks; restored from ``restore``, a :meth:`_Run.state_dict`, when
     given) without starting it: :func:`_advance` runs it (and may continue it with a larger budget,
     as ``--method auto``'s successive halving does). ``mode``: the ensemble's (:func:`build_state`);
     ``label``: the progress bar's (default the method's name); ``replay``: a refit's main run's rate
-    changes (:class:`dipkit.engine.schedule.Replay`); ``init_nets``: the networks' weights after an
-    earlier run's ``cfg.init`` (state dicts; :func:`build_state`), used instead of redoing it."""
+    changes (:class:`dipkit.engine.schedule.Replay`)."""
     from ..engine.healing import Healer
     from ..engine.progress import ProgressBar
     from ..engine.recorder import HistoryRecorder
@@ -75,8 +74,7 @@ def _build_run(method, problem, cfg: RunConfig, device, *, split, rules, mask, q
     from ..stopping.limits import TimeLimit
 
     fit = problem if split is None else _fit_view(problem, split)
-    state = build_state(method, fit, cfg, device, net=net, mode=mode,
-                        init=init_nets if init_nets is not None and not restore else not restore)
+    state = build_state(method, fit, cfg, device, net=net, mode=mode, init=not restore)
     check = int(cfg.log_every)
     rule_cbs = [make_stopping_rule(name, mode, cfg.early_stop, check_every=check, split=split)
                 for name, mode in rules]
