@@ -4,8 +4,8 @@
 operation and parameter tensor: ~80 tensors for the default U-Net). ``fused=True`` does the whole
 update in one kernel per tensor; the update is the same (Kingma & Ba 2015, Algorithm 1, PyTorch's
 bias correction) to float rounding, deterministic on the CPU. Measured on this 2-core CPU
-(``benchmarks/adam_fused.py``, default U-Net, 50-step blocks interleaved): 1.2× per DIP step at 64²,
-1.1× at 128². Earlier notes (``../shared/PERFORMANCE-NOTES.md``) found no gain with the CT paper's
+(``benchmarks/adam_fused.py``, default U-Net, 50-step blocks interleaved): 1.17× per DIP step at
+64², 1.19× at 128² (``benchmarks/results/adam-fused.md``). Earlier notes (``../shared/PERFORMANCE-NOTES.md``) found no gain with the CT paper's
 3M-parameter U-Net at 128², where the optimiser is a small share of a step; nothing is lost there.
 
 Fused needs floating-point parameters on a device PyTorch has the kernel for; anything else (or a

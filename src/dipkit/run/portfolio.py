@@ -40,7 +40,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 #: 840–1040 steps where dip-tv ran 12 000.
 #:
 #: Candidates that successive halving dropped on every case of their family, and that never had a
-#: stacking weight there, are left out (issue 17, a cheap auto; ``benchmarks/results/auto-every-task.md``):
+#: stacking weight there, are left out (issue 17, a cheap auto; ``benchmarks/results/auto-cost.md``):
 #: on CT ``dip-dd`` (dropped at the first rung in 5 of 5 runs: ct 64² twice, ct, head-ct, fan-beam at
 #: 128²; a slow starter beside the TV-started ``dip-tv-init``, though run alone to its end it is the best
 #: network on CT in ``defaults-128.md``); on MRI ``dip`` (first rung, 5 of 5: mr 64² twice, mr,
