@@ -126,7 +126,7 @@ def test_auto_chooses_the_least_misfit_and_combine_averages(auto_run):
     assert (out / "selection.md").read_text().count("\n|") >= 4
     # the wall time by stage adds up to the run's (the stages follow each other; nothing runs between them)
     t = m["auto"]["time_s"]
-    assert list(t) == ["start", "baselines", "networks", "results", "combine", "refit"]
+    assert list(t) == ["start", "baselines", "networks", "results", "combine", "pictures", "refit"]
     assert all(v >= 0 for v in t.values())
     assert sum(t.values()) == pytest.approx(m["auto"]["wall_time_s"], rel=0.05, abs=0.05)
     assert "Time by stage: start" in (out / "selection.md").read_text()
@@ -391,3 +391,14 @@ def test_stacking_leaves_out_a_diverged_candidate(ct_problem):
                           split, 1.0)
     assert rec["used"] and set(weights) == {"dip", "tv"}
 
+
+
+def test_denoising_has_its_own_portfolio():
+    from dipkit.tasks import get_task
+
+    from .conftest import tiny_image
+
+    den = get_task("denoise").simulate(tiny_image(16), seed=0)
+    assert portfolio(den) == ["tv", "dip", "dip-tv-init", "deepred", "dip-denoiser-admm"]
+    blur = get_task("deblur").simulate(tiny_image(16), seed=0)
+    assert "dip-dd" in portfolio(blur) and "dip-dd" not in portfolio(den)

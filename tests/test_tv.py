@@ -406,3 +406,37 @@ def test_tv_stops_once_converged_with_step_sizes_balanced():
     product = float(s0.aux["tau"] * s0.aux["sigma"])
     assert float(state.aux["tau"] * state.aux["sigma"]) == pytest.approx(product, rel=1e-5)
     assert float(state.aux["sigma"] / state.aux["tau"]) != pytest.approx(float(s0.aux["sigma"] / s0.aux["tau"]))
+
+
+def test_shared_choices_search_once_per_operator_and_measurement(monkeypatch):
+    """Inside ``shared_choices`` a second search with the same operator (or the same split's fit view),
+    measurement and options returns the first one's weight and validated image without solving;
+    another measurement, other options, or a call outside the block search again."""
+    import dipkit.core.tv_alpha as ta
+    from dipkit.physics.split import ValidationSplit
+
+    op, x, y = _noisy_problem(n=24, views=12)
+    calls = []
+    real = ta._Path.solve
+    monkeypatch.setattr(ta._Path, "solve", lambda self, *a, **k: (calls.append(1), real(self, *a, **k))[1])
+    alone, alone_x = ta.choose_alpha(op, y, alphas=_OFF_GRID, return_estimate=True)
+    n_one = len(calls)
+    with ta.shared_choices():
+        a1 = ta.choose_alpha(op, y, alphas=_OFF_GRID)
+        a2, x2 = ta.choose_alpha(op, y.clone(), alphas=_OFF_GRID, return_estimate=True)  # equal, not the same
+        assert len(calls) == 2 * n_one
+        assert torch.equal(a1, alone) and torch.equal(a2, alone) and torch.equal(x2, alone_x)
+        a2.mul_(0)  # the caller's copy: the next call is unaffected
+        assert torch.equal(ta.choose_alpha(op, y, alphas=_OFF_GRID), alone) and len(calls) == 2 * n_one
+        ta.choose_alpha(op, y + 0.01, alphas=_OFF_GRID)  # another measurement
+        ta.choose_alpha(op, y, alphas=_OFF_GRID, fraction=0.1)  # other options
+        assert len(calls) > 4 * n_one - 1
+        split = ValidationSplit(op, y, fraction=0.05, seed=0)
+        n = len(calls)
+        b1 = ta.choose_alpha(split.fit_physics(), split.fit_y(), alphas=_OFF_GRID)
+        m = len(calls)
+        b2 = ta.choose_alpha(split.fit_physics(), split.fit_y(), alphas=_OFF_GRID)  # new objects, same view
+        assert m > n and len(calls) == m and torch.equal(b1, b2)
+    n = len(calls)
+    ta.choose_alpha(op, y, alphas=_OFF_GRID)
+    assert len(calls) == n + n_one  # outside the block nothing is kept

@@ -10,6 +10,9 @@ module stays about solving. It lives in :mod:`dipkit.core`, under both users: th
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import math
 from typing import Callable
 
@@ -20,7 +23,7 @@ from ..errors import DipkitError
 from ..physics.linalg import bview
 from .tv import CHECK_EVERY, TVSolver
 
-__all__ = ["choose_alpha", "AUTO_ALPHAS"]
+__all__ = ["choose_alpha", "AUTO_ALPHAS", "shared_choices"]
 
 #: the weights :func:`choose_alpha` tries: half decades from 1e-4 to 100
 AUTO_ALPHAS = tuple(10 ** (k / 2) for k in range(-8, 5))
@@ -199,6 +202,74 @@ def _is_identity(physics, y: torch.Tensor) -> bool:
     return tuple(av.shape) == tuple(v.shape) and bool(((av - v).norm() <= 1e-6 * v.norm()).item())
 
 
+#: the searches of the innermost :func:`shared_choices` block (None: outside one, nothing is kept)
+_SHARED: contextvars.ContextVar[list | None] = contextvars.ContextVar("dipkit_tv_alpha_shared", default=None)
+
+
+@contextlib.contextmanager
+def shared_choices():
+    """Within this block, :func:`choose_alpha` runs once per problem: a call with the same operator,
+    measurement and options as an earlier one in the block returns that call's result (cloned).
+
+    ``--method auto`` (:mod:`dipkit.run.auto`) opens one: its ``tv`` candidate, ``dip-tv``'s weight
+    (``alpha="auto"``) and the refits on all the data would otherwise each search the same path on
+    the same fit view (1–4 s per search at 64²–128²). The operators must be the same object, or the
+    same split's fit views (:class:`~dipkit.physics.split.MaskedPhysics` of one operator with equal
+    masks), and the measurements equal (``torch.equal``); nothing is kept after the block, so a
+    changed problem can never meet a stale result."""
+    token = _SHARED.set([])
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def _same_operator(a, b) -> bool:
+    if a is b:
+        return True
+    from ..physics.split import MaskedPhysics
+
+    return (type(a) is MaskedPhysics and type(b) is MaskedPhysics and a.base is b.base and a.fill == b.fill
+            and a.keep.shape == b.keep.shape and bool(torch.equal(a.keep, b.keep)))
+
+
+def _same_value(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+                and a.dtype == b.dtype and a.device == b.device and bool(torch.equal(a, b)))
+    return a == b
+
+
+def _clone(value):
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, tuple):
+        return tuple(_clone(v) for v in value)
+    return value
+
+
+def _shared(fn):
+    """:func:`choose_alpha` looks in the :func:`shared_choices` block's searches first."""
+
+    @functools.wraps(fn)
+    def wrapper(physics, y, **kwargs):
+        memo = _SHARED.get()
+        if memo is None or kwargs.get("trace") is not None:  # a trace wants the solves themselves
+            return fn(physics, y, **kwargs)
+        want = bool(kwargs.pop("return_estimate", False))  # kept either way: a later call may want it
+        for p, y0, kw, result in memo:
+            if (kw.keys() == kwargs.keys() and _same_value(y0, y) and _same_operator(p, physics)
+                    and all(_same_value(kw[k], kwargs[k]) for k in kw)):
+                break
+        else:
+            result = fn(physics, y, return_estimate=True, **kwargs)
+            memo.append((physics, y.detach().clone(), dict(kwargs), _clone(result)))
+        return _clone(result) if want else result[0].clone()
+
+    return wrapper
+
+
+@_shared
 @torch.no_grad()
 def choose_alpha(physics, y: torch.Tensor, *, nonneg: bool = True, alphas=AUTO_ALPHAS, iterations: int = PATH_STEPS,
                  fraction: float = 0.05, seed: int = 0, return_estimate: bool = False, folds: int = FOLDS,

@@ -54,7 +54,7 @@ Output (an ordinary run directory, so ``dipkit bench`` can have an ``auto`` row)
 with ``auto: {chosen, candidates, rungs, combine, weights, refit, one_se, total_steps, wall_time_s, time_s}``
 (``time_s``: wall seconds per stage — ``start`` (split, candidates built), ``baselines``, ``networks``
 (the rungs), ``results`` (each candidate's result and run directory, the baseline's solve on all
-data), ``combine``, ``refit``), ``selection.csv``
+data), ``combine``, ``pictures`` (the returned candidates' figures), ``refit``), ``selection.csv``
 and ``selection.md`` (one row per candidate: settings, misfit, pick, steps, stop, time, and
 PSNR/SSIM when a ground truth is known) and ``candidates/<label>/`` (each candidate's run
 directory; its figures only for the network candidates in what is returned). An interrupted
@@ -195,7 +195,18 @@ def one_se_choice(ranked: list, split, se: float) -> tuple[Any, dict | None]:
 def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = False, console=None,
                      overwrite: bool = True, dicom: bool = False, log: Callable[[str], None] | None = None):
     """``--method auto`` on ``problem`` (module docs); returns the :class:`~dipkit.run.rundir.RunResult`
-    of the chosen (or combined) reconstruction and writes the run directory when ``out_dir`` is given."""
+    of the chosen (or combined) reconstruction and writes the run directory when ``out_dir`` is given.
+    TV's weight is searched once per operator and measurement for all the candidates and refits
+    (:func:`dipkit.core.tv_alpha.shared_choices`)."""
+    from ..core.tv_alpha import shared_choices
+
+    with shared_choices():
+        return _reconstruct_auto(problem, cfg, out_dir, quiet=quiet, console=console, overwrite=overwrite,
+                                 dicom=dicom, log=log)
+
+
+def _reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = False, console=None,
+                      overwrite: bool = True, dicom: bool = False, log: Callable[[str], None] | None = None):
     from .. import __version__
     from ..metrics import fov_mask
     from .rundir import RunResult, prepare_run_dir, write_run_dir
@@ -287,8 +298,8 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
     lap("baselines")
     rungs = successive_halving(
         networks, advance=advance, score=lambda c: c.misfit() if c.error is None else None,
-        finished=lambda c: c.finished(), min_steps=int(cfg.auto.min_steps), eta=int(cfg.auto.eta),
-        out_of_time=out_of_time)
+        finished=lambda c: c.finished() or c.steps >= step_cap(c),  # at its cap: no more steps either
+        min_steps=int(cfg.auto.min_steps), eta=int(cfg.auto.eta), out_of_time=out_of_time)
     for r, rung in enumerate(rungs):
         for c in rung["dropped"]:
             if c.error is None:
@@ -365,7 +376,7 @@ def reconstruct_auto(problem, cfg: RunConfig, out_dir=None, *, quiet: bool = Fal
         for c in ranked:
             if c.label in weights and c.method.uses_network:
                 draw_pictures(out / CANDIDATES_DIR / c.label, c.result)
-    lap("results")
+    lap("pictures")
     # select, then refit: a network candidate returned alone reruns on all the data (a stack's members
     # are returned as their picks: the stack already averages, and a refit each cost a run each for
     # −0.16…+0.03 dB on the four stacks of benchmarks/results/auto-stack.md)

@@ -45,10 +45,17 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 #: 128²; a slow starter beside the TV-started ``dip-tv-init``, though run alone to its end it is the best
 #: network on CT in ``defaults-128.md``); on MRI ``dip`` (first rung, 5 of 5: mr 64² twice, mr,
 #: abdomen-mr, multi-coil at 128²) and ``dip-dd`` (first or second rung, 5 of 5; one unused stacking
-#: weight of 0.07).
+#: weight of 0.07); on denoising ``dip-dd`` (no stacking weight in any of the three denoising
+#: ``auto`` runs recorded — astronaut 64² twice, motorcycle 128² —, dropped at the first rung with
+#: the largest misfit of the five network candidates on astronaut 64²; the last network row of
+#: ``defaults-128.md``'s auto bench on denoise, 21.53 dB: it needs ~8000 steps there where the others
+#: need ~1300). It stays on the other image tasks: on
+#: super-resolution it carried half the stack (``auto-every-task.md``) and on deblurring it is the best
+#: network method of ``defaults-128.md`` given 20 000 steps.
 PORTFOLIOS: dict[str, list[str]] = {
     "ct": ["tv", "dip-tv-init", "dip-denoiser-admm"],
     "mri": ["tv", "dip-tv-init", "dip-admm-v2"],
+    "denoise": ["tv", "dip", "dip-tv-init", "deepred", "dip-denoiser-admm"],
     "image": ["tv", "dip", "dip-tv-init", "dip-dd", "deepred", "dip-denoiser-admm"],
 }
 
@@ -60,6 +67,8 @@ def _family(problem) -> str:
         return "ct"
     if kind.startswith("mri") or task.startswith("mri"):
         return "mri"
+    if kind.startswith("denois") or task.startswith("denois"):
+        return "denoise"
     return "image"
 
 
