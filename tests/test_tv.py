@@ -437,6 +437,13 @@ def test_shared_choices_search_once_per_operator_and_measurement(monkeypatch):
         m = len(calls)
         b2 = ta.choose_alpha(split.fit_physics(), split.fit_y(), alphas=_OFF_GRID)  # new objects, same view
         assert m > n and len(calls) == m and torch.equal(b1, b2)
+        # what does not change the search is not compared: sigma under the hold-out (A is not the
+        # identity here), ||A||^2 left out or given as the estimate the search makes
+        from dipkit.physics.linalg import opnorm_sq as estimate
+
+        norm = estimate(op, torch.zeros_like(op.A_adjoint(y)))
+        assert torch.equal(ta.choose_alpha(op, y, alphas=_OFF_GRID, sigma=0.05, opnorm_sq=norm), alone)
+        assert len(calls) == m
     n = len(calls)
     ta.choose_alpha(op, y, alphas=_OFF_GRID)
     assert len(calls) == n + n_one  # outside the block nothing is kept

@@ -209,7 +209,9 @@ _SHARED: contextvars.ContextVar[list | None] = contextvars.ContextVar("dipkit_tv
 @contextlib.contextmanager
 def shared_choices():
     """Within this block, :func:`choose_alpha` runs once per problem: a call with the same operator,
-    measurement and options as an earlier one in the block returns that call's result (cloned).
+    measurement and options as an earlier one in the block returns that call's result (cloned);
+    options that do not change the search are not compared (``sigma`` under the hold-out criterion,
+    ``opnorm_sq`` left out or given as the estimate the search would make).
 
     ``--method auto`` (:mod:`dipkit.run.auto`) opens one: its ``tv`` candidate, ``dip-tv``'s weight
     (``alpha="auto"``) and the refits on all the data would otherwise each search the same path on
@@ -222,6 +224,17 @@ def shared_choices():
         yield
     finally:
         _SHARED.reset(token)
+
+
+def _criterion(physics, y, sigma, criterion: str) -> str:
+    """``criterion`` resolved: ``"auto"`` is ``"sure"`` for a known noise level and ``A = I``, else
+    ``"holdout"`` (:func:`choose_alpha`)."""
+    known = sigma is not None and bool((torch.as_tensor(sigma, dtype=torch.float64) > 0).all())
+    if criterion == "sure" and not known:
+        raise DipkitError("criterion 'sure' needs the noise level sigma > 0")
+    if criterion == "auto":
+        criterion = "sure" if known and _is_identity(physics, y) else "holdout"
+    return criterion
 
 
 def _same_operator(a, b) -> bool:
@@ -257,6 +270,17 @@ def _shared(fn):
         if memo is None or kwargs.get("trace") is not None:  # a trace wants the solves themselves
             return fn(physics, y, **kwargs)
         want = bool(kwargs.pop("return_estimate", False))  # kept either way: a later call may want it
+        # the same search whatever the arguments that do not change it: the hold-out does not use
+        # sigma, and a missing ||A||^2 is the estimate choose_alpha would make
+        if kwargs.get("criterion", "auto") not in ("auto", "holdout", "sure"):
+            return fn(physics, y, return_estimate=want, **kwargs)  # (its error)
+        kwargs["criterion"] = _criterion(physics, y, kwargs.get("sigma"), kwargs.get("criterion", "auto"))
+        if kwargs["criterion"] == "holdout":
+            kwargs["sigma"] = None
+        if kwargs.get("opnorm_sq") is None:
+            from ..physics.linalg import opnorm_sq as estimate_opnorm_sq
+
+            kwargs["opnorm_sq"] = estimate_opnorm_sq(physics, torch.zeros_like(physics.A_adjoint(y)))
         for p, y0, kw, result in memo:
             if (kw.keys() == kwargs.keys() and _same_value(y0, y) and _same_operator(p, physics)
                     and all(_same_value(kw[k], kwargs[k]) for k in kw)):
@@ -338,11 +362,7 @@ def choose_alpha(physics, y: torch.Tensor, *, nonneg: bool = True, alphas=AUTO_A
         raise DipkitError(f"patience must be ≥ 1 or None, got {patience}")
     if criterion not in ("auto", "holdout", "sure"):
         raise DipkitError(f"criterion must be 'auto', 'holdout' or 'sure', got {criterion!r}")
-    known = sigma is not None and bool((torch.as_tensor(sigma, dtype=torch.float64) > 0).all())
-    if criterion == "sure" and not known:
-        raise DipkitError("criterion 'sure' needs the noise level sigma > 0")
-    if criterion == "auto":
-        criterion = "sure" if known and _is_identity(physics, y) else "holdout"
+    criterion = _criterion(physics, y, sigma, criterion)
     B = y.shape[0]
     if criterion == "sure":
         crit = _Sure(physics, y, sigma=sigma, seed=seed)
