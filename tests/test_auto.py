@@ -402,3 +402,22 @@ def test_denoising_has_its_own_portfolio():
     assert portfolio(den) == ["tv", "dip", "dip-tv-init", "deepred", "dip-denoiser-admm"]
     blur = get_task("deblur").simulate(tiny_image(16), seed=0)
     assert "dip-dd" in portfolio(blur) and "dip-dd" not in portfolio(den)
+
+
+def test_auto_searches_tvs_weight_once_per_view(ct_problem, monkeypatch):
+    """The ``tv`` candidate, ``dip-tv-init``'s TV start and ``dip-tv``'s weight search the same fit
+    view: one search there, one on all the data (TV's returned solve, and the refit's start and weight
+    when ``dip-tv-init`` is returned) — not one per use (``tv_alpha.shared_choices``)."""
+    import dipkit.core.tv_alpha as ta
+    from dipkit.run import reconstruct
+
+    searches = []
+    real = ta._Path.__init__
+    monkeypatch.setattr(ta._Path, "__init__", lambda self, *a, **k: (searches.append(1), real(self, *a, **k))[1])
+    cfg = RunConfig(method="auto", device="cpu", log_every=5, max_iterations=40)
+    cfg.net.options.update(TINY_NET)
+    for key, value in (("auto.candidates", "tv,dip-tv-init"), ("auto.min_steps", 10), ("init.steps", 5),
+                       ("auto.se", 0), ("auto.combine", 1)):
+        cfg.set(key, value)
+    res = reconstruct(ct_problem, cfg, None, quiet=True)
+    assert len(searches) == 2, res["auto"]["chosen"]
