@@ -393,7 +393,7 @@ def test_stacking_leaves_out_a_diverged_candidate(ct_problem):
 
 
 
-def test_denoising_has_its_own_portfolio():
+def test_denoising_and_mri_portfolios():
     from dipkit.tasks import get_task
 
     from .conftest import tiny_image
@@ -402,6 +402,11 @@ def test_denoising_has_its_own_portfolio():
     assert portfolio(den) == ["tv", "dip", "dip-tv-init", "deepred", "dip-denoiser-admm"]
     blur = get_task("deblur").simulate(tiny_image(16), seed=0)
     assert "dip-dd" in portfolio(blur) and "dip-dd" not in portfolio(den)
+    # MRI: both network candidates start from the TV image
+    mri = get_task("mri").simulate(tiny_image(16), seed=0)
+    assert portfolio(mri) == ["tv", "dip-tv-init", "dip-admm-v2-init"]
+    cfg = candidate_config(RunConfig(method="auto"), "dip-admm-v2-init")
+    assert cfg.method == "dip-admm-v2" and cfg.init.kind == "tv" and cfg.early_stop.rule == "val"
 
 
 def test_auto_searches_tvs_weight_once_per_view(ct_problem, monkeypatch):
