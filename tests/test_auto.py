@@ -392,7 +392,6 @@ def test_stacking_leaves_out_a_diverged_candidate(ct_problem):
     assert rec["used"] and set(weights) == {"dip", "tv"}
 
 
-
 def test_denoising_and_mri_portfolios():
     from dipkit.tasks import get_task
 
