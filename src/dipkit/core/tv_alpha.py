@@ -237,6 +237,14 @@ def _criterion(physics, y, sigma, criterion: str) -> str:
     return criterion
 
 
+def _opnorm_sq(physics, y) -> torch.Tensor:
+    """||A||² per sample as :func:`choose_alpha` estimates it when not given (the full operator's; the
+    fit views' are at most this)."""
+    from ..physics.linalg import opnorm_sq as estimate_opnorm_sq
+
+    return estimate_opnorm_sq(physics, torch.zeros_like(physics.A_adjoint(y)))
+
+
 def _same_operator(a, b) -> bool:
     if a is b:
         return True
@@ -278,9 +286,7 @@ def _shared(fn):
         if kwargs["criterion"] == "holdout":
             kwargs["sigma"] = None
         if kwargs.get("opnorm_sq") is None:
-            from ..physics.linalg import opnorm_sq as estimate_opnorm_sq
-
-            kwargs["opnorm_sq"] = estimate_opnorm_sq(physics, torch.zeros_like(physics.A_adjoint(y)))
+            kwargs["opnorm_sq"] = _opnorm_sq(physics, y)
         for p, y0, kw, result in memo:
             if (kw.keys() == kwargs.keys() and _same_value(y0, y) and _same_operator(p, physics)
                     and all(_same_value(kw[k], kwargs[k]) for k in kw)):
@@ -371,9 +377,7 @@ def choose_alpha(physics, y: torch.Tensor, *, nonneg: bool = True, alphas=AUTO_A
     C = crit.copies
     real = y.real.dtype if y.is_complex() else y.dtype
     if opnorm_sq is None:  # of the full operator (the fit views' are at most this): one estimate
-        from ..physics.linalg import opnorm_sq as estimate_opnorm_sq
-
-        opnorm_sq = estimate_opnorm_sq(physics, torch.zeros_like(physics.A_adjoint(y)))
+        opnorm_sq = _opnorm_sq(physics, y)
     opnorm_sq = torch.as_tensor(opnorm_sq, device=y.device).reshape(-1).expand(B).repeat(C)
     # SURE's divergence needs the same iteration map for y and y + εb: no per-sample step sizes
     path = _Path(crit.path_physics, crit.path_y, nonneg=nonneg, value=crit.value, rtol=rtol, opnorm_sq=opnorm_sq,
